@@ -29,12 +29,12 @@ OPT       = -O1 -g
 else
 BUILD    ?= build
 SANFLAGS  =
-OPT       = -O3 -g -march=x86-64-v2 -mtune=native
+OPT       = -O3 -g -march=x86-64-v3
 endif
 
 CFLAGS   += -std=gnu11 -Wall -Wextra $(OPT) $(SANFLAGS) -MMD -MP -Ilib -Iformats -Ikernels
 LDFLAGS  += $(SANFLAGS)
-LIBS      = -lhts -ljansson -lopenblas -lz -lm -lpthread
+LIBS      = -lhts -ljansson -lopenblas -lcrypto -lz -lm -lpthread
 ifeq ($(OPENMP),1)
 CFLAGS   += -fopenmp
 LDFLAGS  += -fopenmp

@@ -43,6 +43,9 @@ void *md_realloc_(const char *func, void *p, size_t n);
 #define md_calloc(n, s)  md_calloc_(__func__, (n), (s))
 #define md_realloc(p, n) md_realloc_(__func__, (p), (n))
 
+/* SHA-256 of a file as 64 lowercase hex digits + NUL. 0 / < -1 (logged). */
+int md_sha256_file(const char *path, char hex[65]);
+
 /* Overflow-checked size arithmetic: returns 0 and sets *out, or -1 on overflow. */
 static inline int md_mul_size(size_t a, size_t b, size_t *out)
 {

@@ -28,7 +28,7 @@ typedef enum {
 } md_pkind_t;
 
 typedef struct {
-    char key[160];     /* checkpoint key */
+    char key[200];     /* checkpoint key */
     md_pkind_t kind;
     int layer;         /* -1 for embedding / final norm */
     int dir;           /* 0 forward mamba, 1 reverse mamba, -1 shared */

@@ -2,7 +2,7 @@
 # Installs the Debian packages that building and testing mamba-dna need, when any is missing.
 # Runs apt-get only as root; otherwise it names what to install and fails.
 set -e
-PKGS="gcc make libhts-dev zlib1g-dev libopenblas-dev libjansson-dev libcmocka-dev \
+PKGS="gcc make libhts-dev zlib1g-dev libopenblas-dev libjansson-dev libcmocka-dev libssl-dev \
       samtools bcftools tabix python3 python3-numpy python3-pysam snakemake clang libclang-rt-14-dev gnuplot-nox"
 missing=""
 for p in $PKGS; do

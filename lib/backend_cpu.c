@@ -1,0 +1,349 @@
+/* backend_cpu.c: the CPU backend, the oracle every other backend is checked against.
+ * Float32 everywhere; GEMMs through CBLAS (OpenBLAS); everything else plain C with OpenMP over
+ * channel blocks. Activations are token-major [n, width]. The conv and scan walk positions in
+ * scan order and vectorise across channels (conv) or states (scan) with a polynomial exp that
+ * GCC turns into SIMD code; a channel block of 16 keeps each row access inside one cache line.
+ * Work is split by channel only, so results do not depend on the thread count. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "backend.h"
+#include "md.h"
+
+void openblas_set_num_threads(int num_threads);
+
+/* --- vectorisable math ---------------------------------------------------------------------- */
+
+/* exp(x) to ~1 ulp for x in [-87, 88] (clamped outside): x = k ln2 + r, |r| <= ln2/2,
+ * degree-7 Taylor polynomial (truncation < 6e-9 relative), 2^k from the exponent bits. */
+static inline float md_expf(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float kf = __builtin_roundf(x * 1.44269504088896341f);
+    float r = x - kf * 0.693145751953125f;
+    r = r - kf * 1.428606765330187045e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } u;
+    u.i = ((int32_t)kf + 127) << 23;
+    return p * u.f;
+}
+
+/* log(x) for x > 0 normal: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s),
+ * s = (m-1)/(m+1), odd series to s^9 (|s| < 0.172: truncation < 1e-9). */
+static inline float md_logf(float x)
+{
+    union { int32_t i; float f; } u = { .f = x };
+    int32_t e = ((u.i >> 23) & 0xff) - 127;
+    u.i = (u.i & 0x007fffff) | 0x3f800000; /* m in [1, 2) */
+    float m = u.f;
+    if (m > 1.41421356f) { m *= 0.5f; e += 1; }
+    float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+    float p = 2.0f / 9.0f;
+    p = p * s2 + 2.0f / 7.0f;
+    p = p * s2 + 2.0f / 5.0f;
+    p = p * s2 + 2.0f / 3.0f;
+    p = p * s2 + 2.0f;
+    return p * s + (float)e * 0.693147180559945309f;
+}
+
+/* softplus as in the reference kernel: v > 20 ? v : log1p(exp(v)). log1p(e) is computed as
+ * log(u) * e / (u - 1) with u = 1 + e, which cancels the rounding of u (Goldberg's trick). */
+static inline float md_softplus(float v)
+{
+    float e = md_expf(v);
+    float u = 1.0f + e;
+    float d = u - 1.0f;
+    float l = d == 0.0f ? e : md_logf(u) * (e / (d == 0.0f ? 1.0f : d));
+    return v > 20.0f ? v : l;
+}
+
+static inline float md_silu(float v) { return v / (1.0f + md_expf(-v)); }
+
+/* --- memory ---------------------------------------------------------------------------------- */
+
+static void *cpu_alloc(md_backend_t *be, size_t bytes)
+{
+    (void)be;
+    size_t sz = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (!p) md_error("out of memory allocating %.1f MiB", bytes / 1048576.0);
+    return p;
+}
+static void cpu_free(md_backend_t *be, void *p) { (void)be; free(p); }
+static int cpu_copy(md_backend_t *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+    return 0;
+}
+static int cpu_zero(md_backend_t *be, void *dst, size_t bytes) { (void)be; memset(dst, 0, bytes); return 0; }
+static int cpu_download_act(md_backend_t *be, float *dst, const void *src, int64_t n)
+{
+    (void)be;
+    memcpy(dst, src, n * sizeof(float));
+    return 0;
+}
+static int cpu_upload_act(md_backend_t *be, void *dst, const float *src, int64_t n)
+{
+    (void)be;
+    memcpy(dst, src, n * sizeof(float));
+    return 0;
+}
+static int cpu_sync(md_backend_t *be) { (void)be; return 0; }
+static int64_t cpu_mem_free(md_backend_t *be) { (void)be; return -1; }
+static void cpu_destroy(md_backend_t *be) { free(be); }
+
+static void *cpu_upload_matrix(md_backend_t *be, const float *host, int rows, int cols)
+{
+    size_t n = (size_t)rows * cols * sizeof(float);
+    float *p = cpu_alloc(be, n);
+    if (p) memcpy(p, host, n);
+    return p;
+}
+
+/* --- ops ------------------------------------------------------------------------------------- */
+
+static int cpu_embed(md_backend_t *be, int64_t n, int W, const int32_t *ids, const float *table, void *out)
+{
+    (void)be;
+    float *o = out;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) memcpy(o + i * W, table + (int64_t)ids[i] * W, W * sizeof(float));
+    return 0;
+}
+
+static int cpu_add_norm(md_backend_t *be, int64_t n, int W, int group, const void *h_, const float *res,
+                        float *res_out, void *out_, const float *w, const float *b, float eps, int swap, int rms)
+{
+    (void)be;
+    const float *h = h_;
+    float *out = out_;
+    const int half = W / 2;
+#pragma omp parallel
+    {
+        float *s = malloc(W * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            const float *hi = h ? h + i * W : NULL, *ri = res ? res + i * W : NULL;
+            for (int j = 0; j < W; j++) {
+                int src = swap ? (j < half ? j + half : j - half) : j;
+                float v = (hi ? hi[src] : 0.0f) + (ri ? ri[src] : 0.0f);
+                s[j] = v;
+            }
+            if (res_out) memcpy(res_out + i * W, s, W * sizeof(float));
+            for (int g = 0; g < W; g += group) {
+                float mean = 0.0f, var = 0.0f;
+                if (!rms) {
+                    double acc = 0;
+                    for (int j = g; j < g + group; j++) acc += s[j];
+                    mean = (float)(acc / group);
+                }
+                double acc = 0;
+                for (int j = g; j < g + group; j++) acc += (double)(s[j] - mean) * (s[j] - mean);
+                var = (float)(acc / group);
+                float rstd = 1.0f / sqrtf(var + eps);
+                float *oi = out + i * W;
+                for (int j = g; j < g + group; j++) oi[j] = (s[j] - mean) * rstd * w[j] + (b ? b[j] : 0.0f);
+            }
+        }
+        free(s);
+    }
+    return 0;
+}
+
+static int cpu_gemm(md_backend_t *be, int64_t M, int N, int K, const void *A, int64_t lda, const void *Wt,
+                    void *C, int64_t ldc, int accumulate, int c_f32)
+{
+    (void)be; (void)c_f32;
+    if (M <= 0) return 0;
+    /* Fixed row blocks, each a single-threaded sgemm: every output row is computed the same way
+     * whatever the thread count (OpenBLAS's own threading splits differently per thread count). */
+    const int64_t RB = 256, nb = (M + RB - 1) / RB;
+    const float *a = A;
+    float *c = C;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t r0 = b * RB, mr = M - r0 < RB ? M - r0 : RB;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mr, N, K, 1.0f, a + r0 * lda, (blasint)lda,
+                    Wt, K, accumulate ? 1.0f : 0.0f, c + r0 * ldc, (blasint)ldc);
+    }
+    return 0;
+}
+
+/* Scan-order helpers: scan index u <-> position, and whether a sequence (re)starts at u. */
+static inline int64_t scan_pos(int64_t u, int64_t n, int reverse) { return reverse ? n - 1 - u : u; }
+static inline int scan_reset(const uint8_t *seq_start, int64_t u, int64_t n, int reverse)
+{
+    if (!seq_start) return 0;
+    return reverse ? seq_start[n - u] : seq_start[u];
+}
+
+#define CBLK 16
+
+static int cpu_conv_silu(md_backend_t *be, int64_t n, int Cn, int K, const void *x_, int64_t ldx,
+                         const float *w, const float *b, void *out_, float *state, int reverse,
+                         const uint8_t *seq_start)
+{
+    (void)be;
+    const float *x = x_;
+    float *out = out_;
+    const int nb = (Cn + CBLK - 1) / CBLK;
+    if (K > 16) { md_error("conv width %d > 16 not supported", K); return -2; }
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nb; blk++) {
+        const int c0 = blk * CBLK, cw = Cn - c0 < CBLK ? Cn - c0 : CBLK;
+        float ring[16][CBLK]; /* ring[j]: input at scan distance K-1-j before u */
+        float wk[16][CBLK], bb[CBLK];
+        for (int j = 0; j < K - 1; j++)
+            for (int c = 0; c < CBLK; c++) ring[j][c] = c < cw ? state[(int64_t)j * Cn + c0 + c] : 0.0f;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < CBLK; c++) wk[k][c] = c < cw ? w[(int64_t)(c0 + c) * K + k] : 0.0f;
+        for (int c = 0; c < CBLK; c++) bb[c] = (b && c < cw) ? b[c0 + c] : 0.0f;
+        for (int64_t u = 0; u < n; u++) {
+            const int64_t t = scan_pos(u, n, reverse);
+            if (scan_reset(seq_start, u, n, reverse))
+                for (int j = 0; j < K - 1; j++) memset(ring[j], 0, sizeof ring[j]);
+            float xin[CBLK], acc[CBLK];
+            for (int c = 0; c < CBLK; c++) xin[c] = c < cw ? x[t * ldx + c0 + c] : 0.0f;
+#pragma omp simd
+            for (int c = 0; c < CBLK; c++) {
+                float a = bb[c] + wk[K - 1][c] * xin[c];
+                for (int j = 0; j < K - 1; j++) a += wk[j][c] * ring[j][c];
+                acc[c] = md_silu(a);
+            }
+            for (int c = 0; c < cw; c++) out[t * Cn + c0 + c] = acc[c];
+            for (int j = 0; j + 1 < K - 1; j++) memcpy(ring[j], ring[j + 1], sizeof ring[j]);
+            if (K > 1) memcpy(ring[K - 2], xin, sizeof xin);
+        }
+        for (int j = 0; j < K - 1; j++)
+            for (int c = 0; c < cw; c++) state[(int64_t)j * Cn + c0 + c] = ring[j][c];
+    }
+    return 0;
+}
+
+/* One direction over one block of channels [c0, c0+cw). N <= 64. */
+static void scan_block(int64_t n, int N, const md_scan_dir_t *d, int c0, int cw, float *y, int64_t ldy,
+                       int accumulate, const uint8_t *seq_start)
+{
+    const float *x = d->x, *dt = d->dt, *B = d->B, *C = d->C, *z = d->z;
+    float h[CBLK][64], A[CBLK][64], Dv[CBLK], bias[CBLK];
+    for (int c = 0; c < CBLK; c++) {
+        for (int s = 0; s < N; s++) {
+            h[c][s] = c < cw ? d->state[(int64_t)(c0 + c) * N + s] : 0.0f;
+            A[c][s] = c < cw ? d->A[(int64_t)(c0 + c) * N + s] : 0.0f;
+        }
+        Dv[c] = (d->D && c < cw) ? d->D[c0 + c] : 0.0f;
+        bias[c] = (d->dt_bias && c < cw) ? d->dt_bias[c0 + c] : 0.0f;
+    }
+    for (int64_t u = 0; u < n; u++) {
+        const int64_t t = scan_pos(u, n, d->reverse);
+        if (scan_reset(seq_start, u, n, d->reverse))
+            for (int c = 0; c < CBLK; c++) memset(h[c], 0, N * sizeof(float));
+        float xv[CBLK], delta[CBLK], out[CBLK];
+        for (int c = 0; c < CBLK; c++) {
+            xv[c] = c < cw ? x[t * d->ldx + c0 + c] : 0.0f;
+            delta[c] = (c < cw ? dt[t * d->lddt + c0 + c] : 0.0f) + bias[c];
+        }
+#pragma omp simd
+        for (int c = 0; c < CBLK; c++) delta[c] = md_softplus(delta[c]);
+        const float *Bt = B + t * d->ldbc, *Ct = C + t * d->ldbc;
+        for (int c = 0; c < CBLK; c++) {
+            const float dl = delta[c], dx = delta[c] * xv[c];
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int s = 0; s < N; s++) {
+                float hv = md_expf(dl * A[c][s]) * h[c][s] + dx * Bt[s];
+                h[c][s] = hv;
+                acc += hv * Ct[s];
+            }
+            out[c] = acc + Dv[c] * xv[c];
+        }
+        if (z) {
+            float zv[CBLK];
+            for (int c = 0; c < CBLK; c++) zv[c] = c < cw ? z[t * d->ldz + c0 + c] : 0.0f;
+#pragma omp simd
+            for (int c = 0; c < CBLK; c++) out[c] *= md_silu(zv[c]);
+        }
+        float *yt = y + t * ldy + c0;
+        if (accumulate) for (int c = 0; c < cw; c++) yt[c] += out[c];
+        else for (int c = 0; c < cw; c++) yt[c] = out[c];
+    }
+    for (int c = 0; c < cw; c++)
+        for (int s = 0; s < N; s++) d->state[(int64_t)(c0 + c) * N + s] = h[c][s];
+}
+
+static int cpu_scan(md_backend_t *be, int64_t n, int Di, int N, int ndir, const md_scan_dir_t *dirs, void *y,
+                    int64_t ldy, int accumulate, const uint8_t *seq_start)
+{
+    (void)be;
+    if (N > 64) { md_error("d_state %d > 64 not supported by the CPU scan", N); return -2; }
+    const int nb = (Di + CBLK - 1) / CBLK;
+    /* Directions in sequence (the second accumulates), channel blocks in parallel. */
+    for (int k = 0; k < ndir; k++) {
+        int acc = k > 0 ? 1 : accumulate;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int blk = 0; blk < nb; blk++) {
+            int c0 = blk * CBLK, cw = Di - c0 < CBLK ? Di - c0 : CBLK;
+            scan_block(n, N, &dirs[k], c0, cw, y, ldy, acc, seq_start);
+        }
+    }
+    return 0;
+}
+
+static int cpu_mul(md_backend_t *be, int64_t n, int W, void *a_, int64_t lda, const void *b_, int64_t ldb)
+{
+    (void)be;
+    float *a = a_;
+    const float *b = b_;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < W; j++) a[i * lda + j] *= b[i * ldb + j];
+    return 0;
+}
+
+md_backend_t *md_backend_cpu_open(int n_threads)
+{
+    md_backend_t *be = md_calloc(1, sizeof *be);
+    if (!be) return NULL;
+    be->name = "cpu";
+    be->act_dtype = MD_DT_F32;
+    be->chunk = 131072;
+#ifdef _OPENMP
+    if (n_threads <= 0) n_threads = omp_get_num_procs();
+    omp_set_num_threads(n_threads);
+#else
+    if (n_threads <= 0) n_threads = 1;
+#endif
+    openblas_set_num_threads(1); /* parallelism comes from our row blocks */
+    be->n_threads = n_threads;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->zero = cpu_zero;
+    be->download_act = cpu_download_act;
+    be->upload_act = cpu_upload_act;
+    be->sync = cpu_sync;
+    be->destroy = cpu_destroy;
+    be->mem_free = cpu_mem_free;
+    be->upload_matrix = cpu_upload_matrix;
+    be->embed = cpu_embed;
+    be->add_norm = cpu_add_norm;
+    be->gemm = cpu_gemm;
+    be->conv_silu = cpu_conv_silu;
+    be->scan = cpu_scan;
+    be->mul = cpu_mul;
+    return be;
+}
