@@ -24,7 +24,8 @@ void openblas_set_num_threads(int num_threads);
 static inline float md_expf(float x)
 {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float kf = __builtin_roundf(x * 1.44269504088896341f);
+    /* round to nearest by the 1.5*2^23 trick (vectorises; |x*log2e| < 2^22 here) */
+    float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - kf * 0.693145751953125f;
     r = r - kf * 1.428606765330187045e-06f;
     float p = 1.0f / 5040.0f;
@@ -70,6 +71,63 @@ static inline float md_softplus(float v)
 }
 
 static inline float md_silu(float v) { return v / (1.0f + md_expf(-v)); }
+
+#ifdef __AVX2__
+/* The same functions on 8 lanes (AVX2 + FMA), used by the scan's inner loops. */
+#include <immintrin.h>
+typedef __m256 v8f;
+static inline v8f v8_exp(v8f x)
+{
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
+    v8f kf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v8f r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    v8f p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(kf), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+static inline v8f v8_log(v8f x)
+{
+    __m256i i = _mm256_castps_si256(x);
+    __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(i, 23), _mm256_set1_epi32(0xff)),
+                                 _mm256_set1_epi32(127));
+    v8f m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)),
+                                                _mm256_set1_epi32(0x3f800000)));
+    v8f big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+    v8f ef = _mm256_add_ps(_mm256_cvtepi32_ps(e), _mm256_and_ps(big, _mm256_set1_ps(1.0f)));
+    v8f one = _mm256_set1_ps(1.0f);
+    v8f sv = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one)), s2 = _mm256_mul_ps(sv, sv);
+    v8f p = _mm256_set1_ps(2.0f / 9.0f);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 5.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f));
+    return _mm256_fmadd_ps(p, sv, _mm256_mul_ps(ef, _mm256_set1_ps(0.693147180559945309f)));
+}
+static inline v8f v8_softplus(v8f v)
+{
+    v8f e = v8_exp(v), one = _mm256_set1_ps(1.0f);
+    v8f u = _mm256_add_ps(one, e), d = _mm256_sub_ps(u, one);
+    v8f dz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    v8f l = _mm256_mul_ps(v8_log(u), _mm256_div_ps(e, _mm256_blendv_ps(d, one, dz)));
+    l = _mm256_blendv_ps(l, e, dz);
+    return _mm256_blendv_ps(l, v, _mm256_cmp_ps(v, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+}
+static inline v8f v8_silu(v8f v)
+{
+    v8f one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(v, _mm256_add_ps(one, v8_exp(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+}
+#endif
 
 /* --- memory ---------------------------------------------------------------------------------- */
 
@@ -217,12 +275,21 @@ static int cpu_conv_silu(md_backend_t *be, int64_t n, int Cn, int K, const void 
                 for (int j = 0; j < K - 1; j++) memset(ring[j], 0, sizeof ring[j]);
             float xin[CBLK], acc[CBLK];
             for (int c = 0; c < CBLK; c++) xin[c] = c < cw ? x[t * ldx + c0 + c] : 0.0f;
-#pragma omp simd
+#ifdef __AVX2__
+            for (int k = 0; k < 2; k++) {
+                v8f a = _mm256_fmadd_ps(_mm256_loadu_ps(&wk[K - 1][8 * k]), _mm256_loadu_ps(xin + 8 * k),
+                                        _mm256_loadu_ps(bb + 8 * k));
+                for (int j = 0; j < K - 1; j++)
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(&wk[j][8 * k]), _mm256_loadu_ps(&ring[j][8 * k]), a);
+                _mm256_storeu_ps(acc + 8 * k, v8_silu(a));
+            }
+#else
             for (int c = 0; c < CBLK; c++) {
                 float a = bb[c] + wk[K - 1][c] * xin[c];
                 for (int j = 0; j < K - 1; j++) a += wk[j][c] * ring[j][c];
                 acc[c] = md_silu(a);
             }
+#endif
             for (int c = 0; c < cw; c++) out[t * Cn + c0 + c] = acc[c];
             for (int j = 0; j + 1 < K - 1; j++) memcpy(ring[j], ring[j + 1], sizeof ring[j]);
             if (K > 1) memcpy(ring[K - 2], xin, sizeof xin);
@@ -233,55 +300,85 @@ static int cpu_conv_silu(md_backend_t *be, int64_t n, int Cn, int K, const void 
     return 0;
 }
 
-/* One direction over one block of channels [c0, c0+cw). N <= 64. */
+/* One direction over one block of channels [c0, c0+cw). N <= 64. State and A are held
+ * transposed ([state][channel]) so that every inner loop runs across the 16 channels of the
+ * block: B and C values are broadcast and no horizontal sums are needed. */
 static void scan_block(int64_t n, int N, const md_scan_dir_t *d, int c0, int cw, float *y, int64_t ldy,
                        int accumulate, const uint8_t *seq_start)
 {
     const float *x = d->x, *dt = d->dt, *B = d->B, *C = d->C, *z = d->z;
-    float h[CBLK][64], A[CBLK][64], Dv[CBLK], bias[CBLK];
+    float h[64][CBLK] __attribute__((aligned(64))), A[64][CBLK] __attribute__((aligned(64)));
+    float Dv[CBLK], bias[CBLK];
     for (int c = 0; c < CBLK; c++) {
         for (int s = 0; s < N; s++) {
-            h[c][s] = c < cw ? d->state[(int64_t)(c0 + c) * N + s] : 0.0f;
-            A[c][s] = c < cw ? d->A[(int64_t)(c0 + c) * N + s] : 0.0f;
+            h[s][c] = c < cw ? d->state[(int64_t)(c0 + c) * N + s] : 0.0f;
+            A[s][c] = c < cw ? d->A[(int64_t)(c0 + c) * N + s] : 0.0f;
         }
         Dv[c] = (d->D && c < cw) ? d->D[c0 + c] : 0.0f;
         bias[c] = (d->dt_bias && c < cw) ? d->dt_bias[c0 + c] : 0.0f;
     }
     for (int64_t u = 0; u < n; u++) {
         const int64_t t = scan_pos(u, n, d->reverse);
-        if (scan_reset(seq_start, u, n, d->reverse))
-            for (int c = 0; c < CBLK; c++) memset(h[c], 0, N * sizeof(float));
-        float xv[CBLK], delta[CBLK], out[CBLK];
-        for (int c = 0; c < CBLK; c++) {
-            xv[c] = c < cw ? x[t * d->ldx + c0 + c] : 0.0f;
-            delta[c] = (c < cw ? dt[t * d->lddt + c0 + c] : 0.0f) + bias[c];
+        if (scan_reset(seq_start, u, n, d->reverse)) memset(h, 0, sizeof h);
+        float xv[CBLK], delta[CBLK], dx[CBLK], out[CBLK];
+        const float *xt = x + t * d->ldx + c0, *dtt = dt + t * d->lddt + c0;
+        if (cw == CBLK) {
+            for (int c = 0; c < CBLK; c++) { xv[c] = xt[c]; delta[c] = dtt[c]; }
+        } else {
+            for (int c = 0; c < CBLK; c++) { xv[c] = c < cw ? xt[c] : 0.0f; delta[c] = c < cw ? dtt[c] : 0.0f; }
         }
-#pragma omp simd
-        for (int c = 0; c < CBLK; c++) delta[c] = md_softplus(delta[c]);
         const float *Bt = B + t * d->ldbc, *Ct = C + t * d->ldbc;
-        for (int c = 0; c < CBLK; c++) {
-            const float dl = delta[c], dx = delta[c] * xv[c];
-            float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-            for (int s = 0; s < N; s++) {
-                float hv = md_expf(dl * A[c][s]) * h[c][s] + dx * Bt[s];
-                h[c][s] = hv;
-                acc += hv * Ct[s];
+#ifdef __AVX2__
+        v8f dl[2], dxv[2], ov[2];
+        for (int k = 0; k < 2; k++) {
+            v8f xk = _mm256_loadu_ps(xv + 8 * k);
+            dl[k] = v8_softplus(_mm256_add_ps(_mm256_loadu_ps(delta + 8 * k), _mm256_loadu_ps(bias + 8 * k)));
+            dxv[k] = _mm256_mul_ps(dl[k], xk);
+            ov[k] = _mm256_mul_ps(_mm256_loadu_ps(Dv + 8 * k), xk);
+        }
+        for (int s = 0; s < N; s++) {
+            const v8f bs = _mm256_set1_ps(Bt[s]), cs = _mm256_set1_ps(Ct[s]);
+            for (int k = 0; k < 2; k++) {
+                v8f a = v8_exp(_mm256_mul_ps(dl[k], _mm256_load_ps(&A[s][8 * k])));
+                v8f hv = _mm256_fmadd_ps(a, _mm256_load_ps(&h[s][8 * k]), _mm256_mul_ps(dxv[k], bs));
+                _mm256_store_ps(&h[s][8 * k], hv);
+                ov[k] = _mm256_fmadd_ps(hv, cs, ov[k]);
             }
-            out[c] = acc + Dv[c] * xv[c];
         }
         if (z) {
+            const float *zt = z + t * d->ldz + c0;
             float zv[CBLK];
-            for (int c = 0; c < CBLK; c++) zv[c] = c < cw ? z[t * d->ldz + c0 + c] : 0.0f;
-#pragma omp simd
-            for (int c = 0; c < CBLK; c++) out[c] *= md_silu(zv[c]);
+            for (int c = 0; c < CBLK; c++) zv[c] = c < cw ? zt[c] : 0.0f;
+            for (int k = 0; k < 2; k++) ov[k] = _mm256_mul_ps(ov[k], v8_silu(_mm256_loadu_ps(zv + 8 * k)));
         }
+        _mm256_storeu_ps(out, ov[0]);
+        _mm256_storeu_ps(out + 8, ov[1]);
+        (void)dx;
+#else
+        for (int c = 0; c < CBLK; c++) {
+            delta[c] = md_softplus(delta[c] + bias[c]);
+            dx[c] = delta[c] * xv[c];
+            out[c] = Dv[c] * xv[c];
+        }
+        for (int s = 0; s < N; s++) {
+            const float bs = Bt[s], cs = Ct[s];
+            for (int c = 0; c < CBLK; c++) {
+                float hv = md_expf(delta[c] * A[s][c]) * h[s][c] + dx[c] * bs;
+                h[s][c] = hv;
+                out[c] += hv * cs;
+            }
+        }
+        if (z) {
+            const float *zt = z + t * d->ldz + c0;
+            for (int c = 0; c < CBLK; c++) out[c] *= md_silu(c < cw ? zt[c] : 0.0f);
+        }
+#endif
         float *yt = y + t * ldy + c0;
         if (accumulate) for (int c = 0; c < cw; c++) yt[c] += out[c];
         else for (int c = 0; c < cw; c++) yt[c] = out[c];
     }
     for (int c = 0; c < cw; c++)
-        for (int s = 0; s < N; s++) d->state[(int64_t)(c0 + c) * N + s] = h[c][s];
+        for (int s = 0; s < N; s++) d->state[(int64_t)(c0 + c) * N + s] = h[s][c];
 }
 
 static int cpu_scan(md_backend_t *be, int64_t n, int Di, int N, int ndir, const md_scan_dir_t *dirs, void *y,
