@@ -127,10 +127,15 @@ deps:
 data:
 	@sh tests/fetch-data.sh
 
-bench: all
+# Benchmark programs link the library like the tests do.
+$(BUILD)/bench/%: bench/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBA) $(LDFLAGS) $(LIBS)
+
+bench: all $(BUILD)/bench/bench_forward
 	@sh bench/run.sh $(BIN)
 
-bench-gpu: all
+bench-gpu: all $(BUILD)/bench/bench_forward
 	@sh bench/run-gpu.sh $(BIN)
 
 fuzz:

@@ -215,6 +215,7 @@ const char *md_model_sha256(const md_model_t *m) { return m->sha256; }
 
 typedef struct {
     int64_t n, chunk, nchunks;
+    int fused;                       /* both directions of a layer in one scan call */
     size_t asz;                      /* bytes per activation element */
     int32_t *ids;                    /* [n] */
     uint8_t *starts;                 /* [n+1] */
@@ -232,9 +233,9 @@ typedef struct {
 static void fwd_free(md_model_t *m, fwd_t *f)
 {
     md_backend_t *be = m->be;
-    void *bufs[] = { f->ids, f->starts, f->h, f->res, f->u, f->xz, f->xc[0], f->xc[1], f->xdbl[0], f->xdbl[1],
-                     f->dt[0], f->dt[1], f->y, f->tmp, f->conv_state[0], f->conv_state[1], f->ssm_state[0],
-                     f->ssm_state[1], f->logits };
+    void *bufs[] = { f->ids, f->starts, f->h, f->res, f->u, f->xz, f->xc[0], f->fused ? f->xc[1] : NULL,
+                     f->xdbl[0], f->fused ? f->xdbl[1] : NULL, f->dt[0], f->fused ? f->dt[1] : NULL, f->y, f->tmp,
+                     f->conv_state[0], f->conv_state[1], f->ssm_state[0], f->ssm_state[1], f->logits };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) if (bufs[i]) be->free(be, bufs[i]);
     free(f->host_hidden);
     free(f->host_logits);
@@ -259,11 +260,19 @@ static int fwd_alloc(md_model_t *m, fwd_t *f, int64_t n)
     ALLOC(f->u, ch * W * a);
     ALLOC(f->xz, ch * 2 * Di * a);
     ALLOC(f->y, ch * Di * a);
-    ALLOC(f->tmp, ch * c->d_model * a);
+    if (c->bidir_strategy == MD_BIDIR_EW_MULTIPLY) ALLOC(f->tmp, ch * c->d_model * a);
+    /* Both directions' buffers only when they run together (one chunk, tied, "add"). */
+    f->fused = f->nchunks == 1 && m->ndir == 2 && m->tied && c->bidir_strategy == MD_BIDIR_ADD;
     for (int k = 0; k < m->ndir; k++) {
-        ALLOC(f->xc[k], ch * Di * a);
-        ALLOC(f->xdbl[k], ch * (R + 2 * N) * a);
-        ALLOC(f->dt[k], ch * Di * a);
+        if (k == 0 || f->fused) {
+            ALLOC(f->xc[k], ch * Di * a);
+            ALLOC(f->xdbl[k], ch * (R + 2 * N) * a);
+            ALLOC(f->dt[k], ch * Di * a);
+        } else {
+            f->xc[k] = f->xc[0];
+            f->xdbl[k] = f->xdbl[0];
+            f->dt[k] = f->dt[0];
+        }
         ALLOC(f->conv_state[k], (size_t)(K > 1 ? K - 1 : 1) * Di * sizeof(float));
         ALLOC(f->ssm_state[k], (size_t)Di * N * sizeof(float));
     }
@@ -321,7 +330,7 @@ static int run_layer(md_model_t *m, fwd_t *f, int li)
     for (int s = 0; s < m->nstream; s++) {
         /* Scan direction of parameter set k in stream s: fwd params forward in stream 0, reverse in stream 1. */
         const int rev_of[2] = { s == 1, s == 0 };
-        if (single && m->ndir == 2 && m->tied && c->bidir_strategy == MD_BIDIR_ADD) {
+        if (f->fused) {
             const int64_t nr = f->n;
             md_scan_dir_t sd[2];
             for (int k = 0; k < 2; k++) {
