@@ -44,6 +44,15 @@ int st_read_f32(const st_tensor_t *t, float *dst);
 /* Converts an I64/I32 tensor to int64 [numel]. 0 / < -1. */
 int st_read_i64(const st_tensor_t *t, int64_t *dst);
 const char *st_dtype_name(st_dtype_t t);
+/* Bytes per element of a dtype (0 for an invalid one). */
+size_t st_dtype_size(st_dtype_t t);
+
+/* IEEE binary16 and bfloat16 <-> float. Narrowing rounds to nearest even, overflows to inf,
+ * keeps subnormals (F16) and keeps NaN a (quiet) NaN. */
+float st_f16_to_f32(uint16_t h);
+uint16_t st_f32_to_f16(float f);
+float st_bf16_to_f32(uint16_t h);
+uint16_t st_f32_to_bf16(float f);
 
 /* Writer: tensors are written in the order given; meta is n_meta key/value string pairs. */
 typedef struct {
@@ -53,6 +62,10 @@ typedef struct {
     int64_t shape[ST_MAX_DIM];
     const void *data;
 } st_wtensor_t;
+/* meta_kv holds keys and values alternately: meta_kv[2*i] = key, meta_kv[2*i+1] = value.
+ * Writes "<path>.tmp.<pid>" and renames it to `path`; no file is left behind on error.
+ * The data buffer follows the given order without gaps (Python's safetensors rejects gaps), so
+ * put wider dtypes first when alignment of every tensor matters. 0 / < -1 (logged). */
 int st_write(const char *path, const st_wtensor_t *t, int n, const char *const *meta_kv,
              int n_meta);
 

@@ -381,7 +381,7 @@ static void scan_block(int64_t n, int N, const md_scan_dir_t *d, int c0, int cw,
         for (int s = 0; s < N; s++) d->state[(int64_t)(c0 + c) * N + s] = h[s][c];
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__AVX2__)
 /* The scan block with AVX-512 (one 16-lane register per channel block), chosen at run time
  * when the CPU has it; same arithmetic as the AVX2 path, lane for lane. */
 #include <immintrin.h>

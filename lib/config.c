@@ -236,6 +236,7 @@ int md_config_load(md_config_t *c, const char *path)
         if (!json_is_object(cm)) { md_error("%s: 'complement_map' must be an object", path); goto fail; }
         const char *key;
         json_t *v;
+        for (int i = 0; i < MD_MAX_VOCAB; i++) c->complement_map[i] = i; /* ids not listed map to themselves */
         json_object_foreach(cm, key, v) {
             char *end;
             long k = strtol(key, &end, 10);

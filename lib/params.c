@@ -294,7 +294,8 @@ int md_weights_save(const md_weights_t *w, const char *path)
         for (int j = 0; j < p->ndim; j++) t[k].shape[j] = p->shape[j];
         t[k].data = p->data;
     }
-    static const char *const meta[] = { "format", "pt", "producer", "mamba-dna " MD_VERSION };
+    static const char producer[] = "mamba-dna " MD_VERSION;
+    const char *const meta[] = { "format", "pt", "producer", producer };
     int ret = st_write(path, t, k, meta, 2);
     free(t);
     return ret;
