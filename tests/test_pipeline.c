@@ -1,0 +1,295 @@
+/* test_pipeline.c: the embed/predict pipeline (lib/pipeline.c) on small random models built in
+ * memory (Ph, PS, Mamba): output rows and BED blocks do not depend on the token budget of a
+ * packed batch; Ph strand averaging equals the mean of the forward pass and the flipped
+ * reverse-complement pass; PS combining of halves; probabilities sum to one; pooled rows are the
+ * mean of per-base rows; option checks; a failed output leaves no files behind. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "md.h"
+#include "model.h"
+#include "npy.h"
+#include "pipeline.h"
+#include "tokenizer.h"
+
+static char tmpdir[256];
+
+static md_model_t *small_model(md_backend_t *be, int arch, int rcps)
+{
+    md_config_t cfg;
+    md_config_init(&cfg);
+    cfg.arch = arch ? MD_ARCH_MAMBA : MD_ARCH_CADUCEUS;
+    cfg.rcps = rcps;
+    cfg.d_model = 16;
+    cfg.n_layer = 2;
+    cfg.vocab_size_orig = 12;
+    if (arch) cfg.residual_in_fp32 = 1;
+    assert_int_equal(md_config_finish(&cfg, "test"), 0);
+    md_weights_t *w = md_weights_alloc(&cfg);
+    assert_non_null(w);
+    md_weights_init(w, 7 + arch + 2 * rcps);
+    md_model_t *m = md_model_from_weights(w, be);
+    assert_non_null(m);
+    return m;
+}
+
+/* Deterministic pseudo-random bases (some N, some soft-masked). */
+static void make_seq(md_seq_t *s, const char *name, int64_t len, uint32_t seed)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = MD_SEQ_FASTA;
+    s->name = strdup(name);
+    s->seq = malloc(len ? len : 1);
+    s->len = len;
+    s->tid = -1;
+    s->beg = s->end = -1;
+    s->strand = '+';
+    for (int64_t i = 0; i < len; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        uint8_t c = (seed >> 24) % 23 == 0 ? MD_BASE_N : (seed >> 24) & 3;
+        if ((seed >> 16) % 7 == 0) c |= MD_BASE_SOFTMASK;
+        s->seq[i] = c;
+    }
+}
+
+static void free_seq(md_seq_t *s)
+{
+    free(s->name);
+    free(s->seq);
+}
+
+static void revcomp_seq(const md_seq_t *in, md_seq_t *out, const char *name)
+{
+    make_seq(out, name, in->len, 1);
+    md_revcomp_codes(in->seq, out->seq, in->len);
+}
+
+static char *path_in_tmp(const char *name)
+{
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ & 7];
+    snprintf(p, 512, "%s/%s", tmpdir, name);
+    return p;
+}
+
+/* Runs the pipeline over recs into path; returns the array (caller frees) and the BED text. */
+static float *run(md_model_t *m, const pl_opts_t *o, md_seq_t *recs, int n, const char *name,
+                  int64_t *rows, int *cols, char *bed, size_t bedn)
+{
+    const char *path = path_in_tmp(name);
+    pl_out_t *out = pl_out_open(path, o, md_model_config(m), md_model_width(m), 0, NULL);
+    assert_non_null(out);
+    pl_t *p = pl_init(m, o, out);
+    assert_non_null(p);
+    for (int i = 0; i < n; i++) assert_int_equal(pl_add(p, &recs[i]), 0);
+    assert_int_equal(pl_flush(p), 0);
+    pl_destroy(p);
+    assert_int_equal(pl_out_close(out), 0);
+    npy_array_t a;
+    assert_int_equal(npy_read(path, &a), 0);
+    assert_int_equal(a.ndim, 2);
+    *rows = a.shape[0];
+    *cols = (int)a.shape[1];
+    float *f = npy_to_f32(&a);
+    npy_free(&a);
+    char bp[600];
+    snprintf(bp, sizeof bp, "%s.bed", path);
+    FILE *fp = fopen(bp, "r");
+    assert_non_null(fp);
+    size_t k = fread(bed, 1, bedn - 1, fp);
+    bed[k] = 0;
+    fclose(fp);
+    return f;
+}
+
+static double relerr(const float *a, const float *b, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void test_batching(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(2);
+    assert_non_null(be);
+    static const int64_t lens[] = { 1, 2, 3, 4, 37, 300, 5, 129 };
+    md_seq_t recs[8];
+    for (int i = 0; i < 8; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "r%d", i);
+        make_seq(&recs[i], nm, lens[i], 11 + i);
+    }
+    for (int variant = 0; variant < 3; variant++) {
+        md_model_t *m = small_model(be, variant == 2, variant == 1);
+        for (int task = 0; task < 2; task++) {
+            pl_opts_t o;
+            pl_opts_init(&o, task ? PL_PREDICT : PL_EMBED);
+            if (task == PL_EMBED) o.pool = PL_POOL_NONE;
+            if (variant == 2 && task == PL_PREDICT) o.rc = PL_RC_NONE;
+            o.window = 50;
+            o.stride = 30;
+            int64_t r0, r1;
+            int c0, c1;
+            char bed0[8192], bed1[8192];
+            o.batch_tokens = 1;
+            float *a = run(m, &o, recs, 8, "b1.npy", &r0, &c0, bed0, sizeof bed0);
+            o.batch_tokens = 1 << 20;
+            float *b = run(m, &o, recs, 8, "b2.npy", &r1, &c1, bed1, sizeof bed1);
+            assert_int_equal(r0, r1);
+            assert_int_equal(c0, c1);
+            assert_string_equal(bed0, bed1);
+            assert_true(relerr(a, b, r0 * c0) < 1e-6);
+            for (int64_t i = 0; i < r0 * c0; i++) assert_true(isfinite(a[i]));
+            if (task == PL_PREDICT)
+                for (int64_t r = 0; r < r0; r++)
+                    assert_true(fabs(a[r * 4] + a[r * 4 + 1] + a[r * 4 + 2] + a[r * 4 + 3] - 1) < 1e-5);
+            free(a);
+            free(b);
+        }
+        md_model_free(m);
+    }
+    for (int i = 0; i < 8; i++) free_seq(&recs[i]);
+    be->destroy(be);
+}
+
+static void test_strands(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(2);
+    md_seq_t x, rc;
+    make_seq(&x, "x", 211, 5);
+    revcomp_seq(&x, &rc, "rc");
+    char bed[4096];
+    int64_t rows;
+    int cols;
+    for (int variant = 0; variant < 2; variant++) {
+        md_model_t *m = small_model(be, 0, variant);
+        const int D = 16, W = md_model_width(m);
+        assert_int_equal(W, variant ? 32 : 16);
+        pl_opts_t o;
+        pl_opts_init(&o, PL_EMBED);
+        o.pool = PL_POOL_NONE;
+        o.raw = 1;
+        float *f = run(m, &o, &x, 1, "raw.npy", &rows, &cols, bed, sizeof bed);
+        assert_int_equal(cols, W);
+        float *r = run(m, &o, &rc, 1, "rawrc.npy", &rows, &cols, bed, sizeof bed);
+        o.raw = 0;
+        float *avg = run(m, &o, &x, 1, "avg.npy", &rows, &cols, bed, sizeof bed);
+        assert_int_equal(cols, D);
+        assert_non_null(strstr(bed, "\t.\t0\t211"));
+        float *avgrc = run(m, &o, &rc, 1, "avgrc.npy", &rows, &cols, bed, sizeof bed);
+        o.pool = PL_POOL_MEAN;
+        float *mean = run(m, &o, &x, 1, "mean.npy", &rows, &cols, bed, sizeof bed);
+        assert_int_equal(rows, 1);
+        float *want = malloc(sizeof(float) * 211 * D), *flip = malloc(sizeof(float) * 211 * D);
+        for (int t = 0; t < 211; t++)
+            for (int c = 0; c < D; c++) {
+                if (variant) want[t * D + c] = 0.5f * (f[t * W + c] + f[t * W + 2 * D - 1 - c]);
+                else want[t * D + c] = 0.5f * (f[t * W + c] + r[(210 - t) * W + c]);
+                flip[t * D + c] = avgrc[(210 - t) * D + c];
+            }
+        assert_true(relerr(avg, want, 211 * D) < 1e-6);
+        assert_true(relerr(flip, avg, 211 * D) < 1e-5);   /* RC invariance */
+        double mu[16] = { 0 };
+        for (int t = 0; t < 211; t++)
+            for (int c = 0; c < D; c++) mu[c] += avg[t * D + c] / 211.0;
+        for (int c = 0; c < D; c++) assert_true(fabs(mu[c] - mean[c]) < 1e-5 * (1 + fabs(mu[c])));
+        free(f); free(r); free(avg); free(avgrc); free(mean); free(want); free(flip);
+        md_model_free(m);
+    }
+    free_seq(&x);
+    free_seq(&rc);
+    be->destroy(be);
+}
+
+static void test_checks(void **state)
+{
+    (void)state;
+    int lvl = md_log_level;
+    md_log_level = MD_LOG_OFF;
+    md_backend_t *be = md_backend_cpu_open(1);
+    md_model_t *mamba = small_model(be, 1, 0);
+    pl_opts_t o;
+    pl_opts_init(&o, PL_PREDICT);
+    assert_int_equal(pl_opts_check(&o, NULL), 0);
+    assert_true(pl_opts_check(&o, md_model_config(mamba)) < -1);   /* rc average, causal */
+    o.rc = PL_RC_NONE;
+    assert_int_equal(pl_opts_check(&o, md_model_config(mamba)), 0);
+    o.pool = PL_POOL_MEAN;
+    assert_true(pl_opts_check(&o, NULL) < -1);
+    pl_opts_init(&o, PL_EMBED);
+    o.layer = 2;
+    assert_true(pl_opts_check(&o, md_model_config(mamba)) < -1);
+    o.layer = 1;
+    assert_int_equal(pl_opts_check(&o, md_model_config(mamba)), 0);
+    o.window = 10;
+    o.stride = 11;
+    assert_true(pl_opts_check(&o, NULL) < -1);
+    md_model_free(mamba);
+    be->destroy(be);
+    md_log_level = lvl;
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(1);
+    md_model_t *m = small_model(be, 0, 0);
+    md_seq_t x;
+    make_seq(&x, "x", 50, 3);
+    const char *names[] = { "gone.npy", "gone.tsv" };
+    for (int k = 0; k < 2; k++) {
+        pl_opts_t o;
+        pl_opts_init(&o, PL_EMBED);
+        pl_out_t *out = pl_out_open(path_in_tmp(names[k]), &o, md_model_config(m), 16, 0, NULL);
+        assert_non_null(out);
+        pl_t *p = pl_init(m, &o, out);
+        assert_int_equal(pl_add(p, &x), 0);
+        assert_int_equal(pl_flush(p), 0);
+        pl_destroy(p);
+        pl_out_abort(out);
+    }
+    free_seq(&x);
+    md_model_free(m);
+    be->destroy(be);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s' | grep -v -e '^b[12]\\.npy' -e '^raw' -e '^avg' -e '^mean')\"", tmpdir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_pipeline.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batching),
+        cmocka_unit_test(test_strands),
+        cmocka_unit_test(test_checks),
+        cmocka_unit_test(test_abort_leaves_nothing),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return r;
+}
