@@ -1,0 +1,1 @@
+../../snakemake/scripts/merge_embed.py
