@@ -74,7 +74,7 @@ endif
 LIBA = $(BUILD)/libmambadna.a
 BIN  = $(BUILD)/mamba-dna
 
-.PHONY: all features test test-unit test-cli test-gpu bench bench-gpu data fuzz demo clean deps
+.PHONY: all features test test-unit test-cli test-gpu bench bench-train bench-gpu data fuzz demo clean deps
 
 all: features $(BIN)
 	@ln -sf $(BIN) mamba-dna
@@ -134,6 +134,9 @@ $(BUILD)/bench/%: bench/%.c $(LIBA)
 
 bench: all $(BUILD)/bench/bench_forward
 	@sh bench/run.sh $(BIN)
+
+bench-train: all
+	@sh bench/train.sh $(BIN) $(or $(THREADS),2)
 
 bench-gpu: all $(BUILD)/bench/bench_forward
 	@sh bench/run-gpu.sh $(BIN)
