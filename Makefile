@@ -25,7 +25,7 @@ endif
 ifeq ($(SANITIZE),1)
 BUILD    ?= build-san
 SANFLAGS  = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-OPT       = -O1 -g
+OPT       = -O2 -g -march=x86-64-v3
 else
 BUILD    ?= build
 SANFLAGS  =
