@@ -16,87 +16,18 @@
 
 #include "md.h"
 #include "train_ops.h"
+#include "vmath.h"
 
 #define CB 16         /* channels per block */
 #define RBLK 64       /* rows per reduction block */
 
-/* exp(x) for x in [-87, 88] (clamped): x = k ln2 + r, degree-7 polynomial, 2^k from the
- * exponent bits; written so that GCC vectorises it inside channel loops. */
-static inline float t_expf(float x)
-{
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - kf * 0.693145751953125f;
-    r = r - kf * 1.428606765330187045e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    union { int32_t i; float f; } u;
-    u.i = ((int32_t)kf + 127) << 23;
-    return p * u.f;
-}
+#define t_expf md_expf /* vmath.h */
 static inline float t_sigmoid(float v) { return 1.0f / (1.0f + t_expf(-v)); }
 /* softplus as the forward: v > 20 ? v : log1p(exp(v)) */
 static inline float t_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 static inline float t_dsoftplus(float v) { return v > 20.0f ? 1.0f : t_sigmoid(v); }
 
 #ifdef __AVX2__
-/* The same functions on 8 lanes (AVX2 + FMA) for the scan's inner loops. exp as t_expf; log
- * for x > 0 from m in [sqrt(1/2), sqrt(2)) and 2 atanh((m-1)/(m+1)) to s^9; softplus with
- * log1p(e) = log(u) * e / (u - 1), u = 1 + e, which cancels the rounding of u. */
-#include <immintrin.h>
-typedef __m256 v8f;
-static inline v8f v8_exp(v8f x)
-{
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    v8f kf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v8f r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(kf, _mm256_set1_ps(1.428606765330187045e-06f), r);
-    v8f p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(kf), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-static inline v8f v8_log(v8f x)
-{
-    __m256i i = _mm256_castps_si256(x);
-    __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(i, 23), _mm256_set1_epi32(0xff)),
-                                 _mm256_set1_epi32(127));
-    v8f m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)),
-                                                _mm256_set1_epi32(0x3f800000)));
-    v8f big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
-    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
-    v8f ef = _mm256_add_ps(_mm256_cvtepi32_ps(e), _mm256_and_ps(big, _mm256_set1_ps(1.0f)));
-    v8f one = _mm256_set1_ps(1.0f);
-    v8f sv = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one)), s2 = _mm256_mul_ps(sv, sv);
-    v8f p = _mm256_set1_ps(2.0f / 9.0f);
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 7.0f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 5.0f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f / 3.0f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f));
-    return _mm256_fmadd_ps(p, sv, _mm256_mul_ps(ef, _mm256_set1_ps(0.693147180559945309f)));
-}
-static inline v8f v8_softplus(v8f v)
-{
-    v8f e = v8_exp(v), one = _mm256_set1_ps(1.0f);
-    v8f u = _mm256_add_ps(one, e), d = _mm256_sub_ps(u, one);
-    v8f dz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
-    v8f l = _mm256_mul_ps(v8_log(u), _mm256_div_ps(e, _mm256_blendv_ps(d, one, dz)));
-    l = _mm256_blendv_ps(l, e, dz);
-    return _mm256_blendv_ps(l, v, _mm256_cmp_ps(v, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
-}
 static inline float v8_hsum(v8f a)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
