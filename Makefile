@@ -77,7 +77,7 @@ BIN  = $(BUILD)/mamba-dna
 .PHONY: all features test test-unit test-cli test-gpu bench bench-train bench-gpu data fuzz demo clean deps
 
 all: features $(BIN)
-	@ln -sf $(BIN) mamba-dna
+	@if [ "$(BUILD)" = build ]; then ln -sf $(BIN) mamba-dna; fi
 
 features:
 	@echo "mamba-dna build: $(FEATURES)"
