@@ -8,14 +8,15 @@ set -e
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-gpu}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-make -s BUILD="$BUILD" CUDA=1 NVCC="$NVCC" "$BUILD/libmambadna.a" "$BUILD/tests/gpu_parity" "$BUILD/mamba-dna"
+GPU_TESTS=$(for f in tests/gpu_*.c; do echo "$BUILD/tests/$(basename "$f" .c)"; done)
+make -s BUILD="$BUILD" CUDA=1 NVCC="$NVCC" "$BUILD/libmambadna.a" $GPU_TESTS "$BUILD/mamba-dna"
 CUDA_HOME=$(dirname "$(dirname "$NVCC")")
 gcc -std=gnu11 -Wall -Wextra -O2 -Ilib -Iformats -Ikernels -DMD_WITH_CUDA -o "$BUILD/bench_gpu" \
     bench/gpu/bench_gpu.c "$BUILD/libmambadna.a" -fopenmp -lhts -ljansson -lopenblas -lcrypto -lz -lm \
     -lpthread -L"$CUDA_HOME/lib64" -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
-cp "$BUILD/tests/gpu_parity" "$BUILD/bench_gpu" .gpu/bin/
+cp $GPU_TESTS "$BUILD/bench_gpu" .gpu/bin/
 [ -x "$BUILD/mamba-dna" ] && cp "$BUILD/mamba-dna" .gpu/bin/ || true
 for l in libcmocka.so.0 libcrypto.so.3 libhts.so.3 libdeflate.so.0 libhtscodecs.so.2; do
     cp -L "/lib/x86_64-linux-gnu/$l" .gpu/lib/

@@ -4,7 +4,7 @@
 # CPU backend like on a real device. Checks indexing, strides, resets, carries, directions, state
 # contracts, conversions and the GEMM argument mapping; not races between blocks, timing, or the
 # GPU's approximate exp/log. Objects in build-emu/. MD_PARITY_QUICK=1 (default here) skips the
-# 100003-length cases.
+# 100003-length cases. EMU_TEST names another test (default tests/gpu_parity.c).
 set -e
 cd "$(dirname "$0")/../.."
 B=${EMU_BUILD:-build-emu}
@@ -19,7 +19,9 @@ for f in kernels/*.cu; do
 done
 g++ $CXXFLAGS -c -o $B/emu/k/cuda_emu.o kernels/emu/cuda_emu.cpp
 gcc -std=gnu11 -O2 -g -Wall -Wextra -DMD_WITH_CUDA -Ilib -Iformats -Ikernels -c -o $B/emu/backend_select.o lib/backend_select.c
-gcc -std=gnu11 -O2 -g -Wall -Wextra -DMD_WITH_CUDA -Ilib -Iformats -Ikernels -c -o $B/emu/gpu_parity.o tests/gpu_parity.c
-g++ -fopenmp -o $B/gpu_parity_emu $B/emu/gpu_parity.o $B/emu/backend_select.o $B/emu/k/*.o "$B/libmambadna.a" \
+T=${EMU_TEST:-tests/gpu_parity.c}
+t=$(basename "$T" .c)
+gcc -std=gnu11 -O2 -g -Wall -Wextra -DMD_WITH_CUDA -Ilib -Iformats -Ikernels -c -o $B/emu/$t.o "$T"
+g++ -fopenmp -o $B/${t}_emu $B/emu/$t.o $B/emu/backend_select.o $B/emu/k/*.o "$B/libmambadna.a" \
     -lcmocka -lhts -ljansson -lopenblas -lcrypto -lz -lm -lpthread
-MD_PARITY_QUICK=${MD_PARITY_QUICK:-1} ./$B/gpu_parity_emu "$@"
+MD_PARITY_QUICK=${MD_PARITY_QUICK:-1} ./$B/${t}_emu "$@"
