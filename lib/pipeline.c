@@ -8,6 +8,7 @@
 #include "pipeline.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -415,6 +416,17 @@ typedef struct {
     float *buf;        /* two-pass per-base buffer [len, bufw] */
 } unit_t;
 
+/* A batch of queued units and their packed tokens. */
+typedef struct {
+    unit_t *u;
+    int nu, mu;
+    int32_t *ids;
+    int64_t nids, mids;
+    int64_t *seq_off;
+    int *seq_unit;
+    int nseq, mseq;
+} batch_t;
+
 struct pl_s {
     md_model_t *m;
     const md_config_t *cfg;
@@ -425,14 +437,13 @@ struct pl_s {
     int width, ncols, npass, bufw, V, D;
     int id4[4], comp4[4];      /* vocabulary ids of A,C,G,T and of their complements */
     int64_t budget;
-    /* queue */
-    unit_t *u;
-    int nu, mu;
-    int32_t *ids;
-    int64_t nids, mids;
-    int64_t *seq_off;
-    int *seq_unit;
-    int nseq, mseq;
+    /* the batch being filled by pl_add, and the batch in the model (the emit callback's) */
+    batch_t fill, run;
+    /* overlap: a worker thread runs `run` while the caller fills `fill` */
+    int worker_up, job, quit, run_ret;
+    pthread_t worker;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
     /* emit cursor */
     int cur_seq;
     int64_t cur_pos, next_row;
@@ -502,22 +513,40 @@ void pl_set_progress(pl_t *p, pl_progress_fn fn, void *ud)
 int64_t pl_bases_done(const pl_t *p) { return p->bases_done; }
 int64_t pl_records(const pl_t *p) { return p->records; }
 
-static void queue_clear(pl_t *p)
+static void batch_clear(batch_t *b)
 {
-    for (int i = 0; i < p->nu; i++) unit_free(&p->u[i]);
-    p->nu = 0;
-    p->nids = 0;
-    p->nseq = 0;
+    for (int i = 0; i < b->nu; i++) unit_free(&b->u[i]);
+    b->nu = 0;
+    b->nids = 0;
+    b->nseq = 0;
 }
+
+static void batch_free(batch_t *b)
+{
+    batch_clear(b);
+    free(b->u);
+    free(b->ids);
+    free(b->seq_off);
+    free(b->seq_unit);
+}
+
+static int wait_run(pl_t *p);
 
 void pl_destroy(pl_t *p)
 {
     if (!p) return;
-    queue_clear(p);
-    free(p->u);
-    free(p->ids);
-    free(p->seq_off);
-    free(p->seq_unit);
+    if (p->worker_up) {
+        wait_run(p);
+        pthread_mutex_lock(&p->lock);
+        p->quit = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->lock);
+        pthread_join(p->worker, NULL);
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->cv);
+    }
+    batch_free(&p->fill);
+    batch_free(&p->run);
     free(p->row);
     free(p);
 }
@@ -677,15 +706,15 @@ static int emit_cb(void *ud, int64_t row0, int64_t nrows, const float *hidden, c
     }
     int64_t done = 0;
     while (done < nrows) {
-        if (p->cur_seq >= p->nseq) {
+        if (p->cur_seq >= p->run.nseq) {
             md_error("the model returned more rows than the batch holds");
             p->err = PL_EINTERNAL;
             return -1;
         }
         int s = p->cur_seq;
-        unit_t *u = &p->u[p->seq_unit[s]];
-        int pass = s > 0 && p->seq_unit[s - 1] == p->seq_unit[s] ? 1 : 0;
-        int64_t seqlen = p->seq_off[s + 1] - p->seq_off[s];
+        unit_t *u = &p->run.u[p->run.seq_unit[s]];
+        int pass = s > 0 && p->run.seq_unit[s - 1] == p->run.seq_unit[s] ? 1 : 0;
+        int64_t seqlen = p->run.seq_off[s + 1] - p->run.seq_off[s];
         int64_t k = seqlen - p->cur_pos;
         if (k > nrows - done) k = nrows - done;
         /* per-base output: the block (BED line) starts with the unit's first row */
@@ -710,10 +739,11 @@ static int emit_cb(void *ud, int64_t row0, int64_t nrows, const float *hidden, c
     return 0;
 }
 
-static int run_batch(pl_t *p)
+/* Runs the batch in p->run through the model (emit_cb writes its rows) and empties it. */
+static int exec_run(pl_t *p)
 {
-    if (p->nu == 0) return 0;
-    p->seq_off[p->nseq] = p->nids;
+    batch_t *r = &p->run;
+    r->seq_off[r->nseq] = r->nids;
     p->cur_seq = 0;
     p->cur_pos = 0;
     p->next_row = 0;
@@ -722,28 +752,97 @@ static int run_batch(pl_t *p)
     memset(&fo, 0, sizeof fo);
     fo.layer = p->o.task == PL_EMBED ? p->o.layer : -1;
     fo.want_logits = p->o.task == PL_PREDICT;
-    int ret = md_model_forward(p->m, p->ids, p->nids, p->seq_off, p->nseq, &fo, emit_cb, p);
+    int ret = md_model_forward(p->m, r->ids, r->nids, r->seq_off, r->nseq, &fo, emit_cb, p);
     if (ret < 0) {
         ret = p->err ? p->err : PL_EINTERNAL;
         if (!p->err) md_error("forward pass failed: %s", md_last_error());
-        queue_clear(p);
+        batch_clear(r);
         return ret;
     }
-    if (p->cur_seq != p->nseq) {
+    if (p->cur_seq != r->nseq) {
         md_error("the model returned %" PRId64 " rows for a batch of %" PRId64 " tokens",
-                 p->next_row, p->nids);
-        queue_clear(p);
+                 p->next_row, r->nids);
+        batch_clear(r);
         return PL_EINTERNAL;
     }
     int64_t b = 0;
-    for (int i = 0; i < p->nu; i++) b += p->u[i].newb;
+    for (int i = 0; i < r->nu; i++) b += r->u[i].newb;
     p->bases_done += b;
-    queue_clear(p);
+    batch_clear(r);
     if (p->progress) p->progress(p->progress_ud, p->bases_done);
     return 0;
 }
 
-int pl_flush(pl_t *p) { return run_batch(p); }
+static void *worker_main(void *arg)
+{
+    pl_t *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->job && !p->quit) pthread_cond_wait(&p->cv, &p->lock);
+        if (!p->job) break;
+        pthread_mutex_unlock(&p->lock);
+        int ret = exec_run(p);
+        pthread_mutex_lock(&p->lock);
+        p->run_ret = ret;
+        p->job = 0;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Waits for the batch in the worker (if any); its return code. */
+static int wait_run(pl_t *p)
+{
+    if (!p->worker_up) return 0;
+    pthread_mutex_lock(&p->lock);
+    while (p->job) pthread_cond_wait(&p->cv, &p->lock);
+    int ret = p->run_ret;
+    p->run_ret = 0;
+    pthread_mutex_unlock(&p->lock);
+    return ret;
+}
+
+/* Hands the filled batch to the model: directly, or (overlap) to the worker thread after the
+ * previous batch finished, so that the caller reads and tokenizes the next batch meanwhile.
+ * Output order is kept: one batch is in the model at a time. */
+static int run_batch(pl_t *p)
+{
+    if (p->fill.nu == 0) return 0;
+    int ret = wait_run(p);
+    if (ret < 0) return ret;
+    batch_t t = p->run;  /* empty: swap the buffers */
+    p->run = p->fill;
+    p->fill = t;
+    if (!p->o.overlap) return exec_run(p);
+    if (!p->worker_up) {
+        if (pthread_mutex_init(&p->lock, NULL) != 0) return PL_EINTERNAL;
+        if (pthread_cond_init(&p->cv, NULL) != 0) {
+            pthread_mutex_destroy(&p->lock);
+            return PL_EINTERNAL;
+        }
+        if (pthread_create(&p->worker, NULL, worker_main, p) != 0) {
+            pthread_cond_destroy(&p->cv);
+            pthread_mutex_destroy(&p->lock);
+            md_warn("could not start the batch thread; running batches in turn");
+            p->o.overlap = 0;
+            return exec_run(p);
+        }
+        p->worker_up = 1;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->job = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+int pl_flush(pl_t *p)
+{
+    int ret = run_batch(p);
+    int r2 = wait_run(p);
+    return ret < 0 ? ret : r2;
+}
 
 static int grow(void **a, int64_t *m, int64_t need, size_t size)
 {
@@ -785,19 +884,19 @@ int pl_add(pl_t *p, const md_seq_t *rec)
     p->records++;
     while (md_winiter_next(&it, &w) == 0) {
         int64_t tokens = w.len * p->npass;
-        int64_t queued = p->nids;
+        int64_t queued = p->fill.nids;
         int ret;
-        if (p->nu > 0 && queued + tokens > p->budget && (ret = run_batch(p)) < 0) return ret;
-        int64_t mu = p->mu;
-        if ((ret = grow((void **)&p->u, &mu, p->nu + 1, sizeof(unit_t))) < 0) return ret;
-        p->mu = (int)mu;
-        int64_t mseq = p->mseq;
-        if ((ret = grow((void **)&p->seq_off, &mseq, p->nseq + 3, sizeof(int64_t))) < 0) return ret;
-        mseq = p->mseq;
-        if ((ret = grow((void **)&p->seq_unit, &mseq, p->nseq + 3, sizeof(int))) < 0) return ret;
-        p->mseq = (int)mseq;
-        if ((ret = grow((void **)&p->ids, &p->mids, p->nids + tokens, sizeof(int32_t))) < 0) return ret;
-        unit_t *u = &p->u[p->nu];
+        if (p->fill.nu > 0 && queued + tokens > p->budget && (ret = run_batch(p)) < 0) return ret;
+        int64_t mu = p->fill.mu;
+        if ((ret = grow((void **)&p->fill.u, &mu, p->fill.nu + 1, sizeof(unit_t))) < 0) return ret;
+        p->fill.mu = (int)mu;
+        int64_t mseq = p->fill.mseq;
+        if ((ret = grow((void **)&p->fill.seq_off, &mseq, p->fill.nseq + 3, sizeof(int64_t))) < 0) return ret;
+        mseq = p->fill.mseq;
+        if ((ret = grow((void **)&p->fill.seq_unit, &mseq, p->fill.nseq + 3, sizeof(int))) < 0) return ret;
+        p->fill.mseq = (int)mseq;
+        if ((ret = grow((void **)&p->fill.ids, &p->fill.mids, p->fill.nids + tokens, sizeof(int32_t))) < 0) return ret;
+        unit_t *u = &p->fill.u[p->fill.nu];
         memset(u, 0, sizeof *u);
         u->npass = p->npass;
         u->len = w.len;
@@ -830,19 +929,19 @@ int pl_add(pl_t *p, const md_seq_t *rec)
                 return PL_EINTERNAL;
             }
         }
-        int32_t *ids = p->ids + p->nids;
+        int32_t *ids = p->fill.ids + p->fill.nids;
         md_tokenize_ex(p->vocab, &p->tok, codes, w.len, ids);
-        p->seq_off[p->nseq] = p->nids;
-        p->seq_unit[p->nseq++] = p->nu;
-        p->nids += w.len;
+        p->fill.seq_off[p->fill.nseq] = p->fill.nids;
+        p->fill.seq_unit[p->fill.nseq++] = p->fill.nu;
+        p->fill.nids += w.len;
         if (p->npass == 2) {
             md_revcomp_ids(ids, ids + w.len, w.len, p->cfg->complement_map, p->V);
-            p->seq_off[p->nseq] = p->nids;
-            p->seq_unit[p->nseq++] = p->nu;
-            p->nids += w.len;
+            p->fill.seq_off[p->fill.nseq] = p->fill.nids;
+            p->fill.seq_unit[p->fill.nseq++] = p->fill.nu;
+            p->fill.nids += w.len;
         }
-        p->nu++;
-        if (p->nids >= p->budget && (ret = run_batch(p)) < 0) return ret;
+        p->fill.nu++;
+        if (p->fill.nids >= p->budget && (ret = run_batch(p)) < 0) return ret;
     }
     return 0;
 }
@@ -883,6 +982,7 @@ int pl_run_inputs(pl_t *p, const char *const *paths, int n_paths, const md_seqop
     }
     md_seq_destroy(&rec);
     if (ret == 0) ret = pl_flush(p);
+    else wait_run(p);  /* the batch in the worker, if any, finishes before the caller cleans up */
     if (st) *st = tot;
     if (ret == 0 && p->records == 0) {
         int64_t skipped = tot.n_skip_flag + tot.n_skip_short + tot.n_skip_noseq;

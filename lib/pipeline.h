@@ -42,6 +42,8 @@ typedef struct {
     int n_as_pad;          /* tokenize N as [PAD] (model-spec 4.2) instead of N */
     int64_t batch_tokens;  /* token budget of one packed forward call (0: 65536 on the CPU,
                               1<<20 on a GPU) */
+    int overlap;           /* 1: each batch runs in a worker thread while the caller reads and
+                              tokenizes the next one (for GPU backends; output order kept) */
 } pl_opts_t;
 
 void pl_opts_init(pl_opts_t *o, pl_task_t task);

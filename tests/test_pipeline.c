@@ -155,6 +155,20 @@ static void test_batching(void **state)
             assert_int_equal(c0, c1);
             assert_string_equal(bed0, bed1);
             assert_true(relerr(a, b, r0 * c0) < 1e-6);
+            /* batches in a worker thread (overlap, as on a GPU): the same rows, bitwise */
+            int64_t r2;
+            int c2;
+            char bed2[8192];
+            o.batch_tokens = 64;
+            o.overlap = 1;
+            float *c = run(m, &o, recs, 8, "b3.npy", &r2, &c2, bed2, sizeof bed2);
+            o.overlap = 0;
+            float *d = run(m, &o, recs, 8, "b4.npy", &r2, &c2, bed2, sizeof bed2);
+            assert_int_equal(r2, r0);
+            assert_string_equal(bed2, bed0);
+            assert_memory_equal(c, d, (size_t)r2 * c2 * sizeof(float));
+            free(c);
+            free(d);
             for (int64_t i = 0; i < r0 * c0; i++) assert_true(isfinite(a[i]));
             if (task == PL_PREDICT)
                 for (int64_t r = 0; r < r0; r++)
@@ -269,7 +283,7 @@ static void test_abort_leaves_nothing(void **state)
     md_model_free(m);
     be->destroy(be);
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s' | grep -v -e '^b[12]\\.npy' -e '^raw' -e '^avg' -e '^mean')\"", tmpdir);
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s' | grep -v -e '^b[1-4]\\.npy' -e '^raw' -e '^avg' -e '^mean')\"", tmpdir);
     assert_int_equal(system(cmd), 0);
 }
 

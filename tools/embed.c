@@ -295,6 +295,9 @@ int cli_seq_cmd(int predict, int argc, char *argv[], const cli_run_t *run)
     if (predict && !s.rc_set && !s.pl.raw && cfg->arch == MD_ARCH_MAMBA) s.pl.rc = PL_RC_NONE;
     if (pl_opts_check(&s.pl, cfg) < 0) goto done; /* logged; a usage error */
     if (!s.pl.batch_tokens) s.pl.batch_tokens = strcmp(be->name, "cpu") ? (int64_t)1 << 20 : 65536;
+    /* on a GPU, reading and tokenizing the next batch overlaps the model; on the CPU the
+     * cores are the model's */
+    s.pl.overlap = strcmp(be->name, "cpu") != 0;
     if (s.com.verbose)
         fprintf(stderr, "[M::%s] model: %s (%s, d_model %d, %d layers), sha256 %s\n", cmd, dir,
                 pl_variant(cfg), cfg->d_model, cfg->n_layer, md_model_sha256(model));
