@@ -104,7 +104,7 @@ $(BUILD)/tests/%: tests/%.c $(LIBA)
 # --- tests -----------------------------------------------------------------------------------
 # tests/test_*.c are cmocka suites (run from the repository root);
 # tests/cli/*.sh are command-line tests that take the binary as $1.
-test: deps all $(TEST_BIN)
+test: deps all $(TEST_BIN) $(BUILD)/bench/heldout_eval
 	@set -e; fail=0; pass=0; \
 	for t in $(TEST_BIN); do \
 	  echo "== $$t"; \
