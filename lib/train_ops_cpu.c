@@ -815,10 +815,19 @@ static const md_train_ops_t cpu_ops = {
 
 const md_train_ops_t *md_train_ops_cpu(void) { return &cpu_ops; }
 
+#ifdef MD_WITH_CUDA
+/* kernels/train_ops.cu; a strong reference, so that static links include the CUDA table (the
+ * weak md_train_ops_cuda alone does not take an object out of an archive) */
+const md_train_ops_t *md_train_ops_cuda_linked(void);
+#endif
+
 const md_train_ops_t *md_train_ops_for(const md_backend_t *be)
 {
     if (!strcmp(be->name, "cpu")) return md_train_ops_cpu();
     if (!strcmp(be->name, "cuda")) {
+#ifdef MD_WITH_CUDA
+        return md_train_ops_cuda_linked();
+#endif
         if (md_train_ops_cuda) {
             const md_train_ops_t *o = md_train_ops_cuda();
             if (o) return o;

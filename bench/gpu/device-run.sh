@@ -3,11 +3,15 @@
 # environment check, GPU parity tests, per-op profile (scan variants), whole-model throughput
 # (bf16, fp32, chunk and GEMM variants). Full logs go to $OUT (the device tool brings them back);
 # a short table is printed last. Steps share one deadline (DEADLINE, default 540 s).
-#   bench/gpu/device-run.sh [parity] [ops] [model] [fp32]     (default: all of them)
+#   bench/gpu/device-run.sh [parity] [ops] [model] [fp32] [train]   (default: all but train)
+# train: GPU training throughput of `mamba-dna pretrain -d cuda` (needs data/hg37/20.fa.gz carried)
+# and tests/gpu_train_parity (the CUDA training ops and whole steps against the CPU).
 set -u
 OUT=${OUT:-/tmp/md-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# build-device.sh PACK=1 ships one compressed bundle (the carry limit is 64 MiB)
+if [ -f .gpu/bundle.tar.xz ] && [ ! -d .gpu/bin ]; then tar -C .gpu -xJf .gpu/bundle.tar.xz; fi
 STAGES=${*:-parity ops model fp32}
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 B=.gpu/bin/bench_gpu
@@ -53,8 +57,65 @@ if has model; then
       fi
     } > "$OUT/model.tsv" 2>&1
 fi
+if has tscan; then  # the training scan alone: parity (quick) and its per-layer timing
+    t0=$(date +%s)
+    MD_PARITY_QUICK=${TSCAN_QUICK:-1} T ${TSCAN_TIMEOUT:-60} .gpu/bin/gpu_train_scan > "$OUT/tscan.log" 2>&1
+    rc_tscan=$?
+    echo "== gpu_train_scan rc=$rc_tscan in $(( $(date +%s) - t0 )) s"
+    grep -E '^FAIL|FAILED|PASSED' "$OUT/tscan.log" | head -10
+    MD_TSCAN_BENCH=1 MD_PARITY_ONLY=test_bench T 40 .gpu/bin/gpu_train_scan 2>&1 | grep -i bench | tee "$OUT/tscan_bench.txt"
+fi
+if has train; then
+    t0=$(date +%s)
+    T ${TRAIN_PARITY_TIMEOUT:-90} .gpu/bin/gpu_train_parity > "$OUT/train_parity.log" 2>&1
+    rc_tparity=$?
+    echo "== gpu_train_parity rc=$rc_tparity in $(( $(date +%s) - t0 )) s"
+    grep -E '^FAIL' "$OUT/train_parity.log" | head -20
+    sed -n '/== train parity summary/,$p' "$OUT/train_parity.log"
+    # pretrain throughput: tokens/s between the first and the last update in train.tsv (start-up,
+    # data loading and the first update excluded); peak GPU memory as nvidia-smi sees it (the
+    # whole process: CUDA context, cuBLAS workspace, stream-ordered scratch), sampled every 100 ms
+    FA=data/hg37/20.fa.gz
+    if [ -r "$FA" ]; then
+        printf '20\t10000000\t30000000\n' > "$OUT/train_regions.bed"   # 20 Mb loads in seconds
+        base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+        printf '%-6s %4s %3s %8s %3s %-5s %12s %10s %12s  %s\n' variant d nl seq_len B prec tokens/s s/update peak_GPU_MiB status > "$OUT/train.tsv"
+        # variant d_model n_layer seq_len batch steps timeout [precision]
+        while read -r v d nl L b st to pr; do
+            [ -n "$v" ] || continue
+            pr=${pr:-bf16}
+            o="$OUT/pretrain-$v-$d-$nl-$L-$b-$pr"
+            nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$o.mem" 2>/dev/null &
+            smi=$!
+            T "$to" .gpu/bin/mamba-dna pretrain -o "$o" -d cuda --precision "$pr" --variant "$v" --d-model "$d" \
+                --n-layer "$nl" --seq-len "$L" --batch "$b" --steps "$st" --warmup 1 --val-every 0 --save-every 0 \
+                --no-progress -v --train-regions "$OUT/train_regions.bed" "$FA" > "$o.log" 2>&1
+            rc=$?
+            kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+            peak=$(sort -n "$o.mem" | tail -1)
+            awk -F'\t' -v v="$v" -v d="$d" -v nl="$nl" -v L="$L" -v b="$b" -v pr="$pr" -v rc="$rc" \
+                -v peak="${peak:-0}" -v base="${base:-0}" '
+                NR == 2 { t0 = $2; e0 = $9 } NR > 2 { t1 = $2; e1 = $9; n++ }
+                END { r = (n && e1 > e0) ? (t1 - t0) / (e1 - e0) : 0;
+                      printf "%-6s %4d %3d %8d %3d %-5s %12.0f %10.3f %12d  rc=%d, %d timed updates\n", v, d, nl, L, b, pr,
+                             r, (n ? (e1 - e0) / n : 0), peak - base, rc, n }' "$o/train.tsv" 2>/dev/null >> "$OUT/train.tsv" ||
+                echo "$v $d $nl $L $b $pr: no train.tsv (rc=$rc; see $o.log)" >> "$OUT/train.tsv"
+            [ "$rc" -ne 0 ] && tail -3 "$o.log" | sed 's/^/    /' >> "$OUT/train.tsv"
+        done <<'EOF_CONFIGS'
+ph 256 16 131072 1 6 40
+ph 256 16 16384 8 6 30
+ph 256 16 1048576 1 3 50
+ps 128 8 32768 1 30 25
+ps 128 8 32768 8 8 40
+EOF_CONFIGS
+    else
+        echo "== train: $FA not carried; pretrain throughput skipped"
+    fi
+fi
 echo "== ops (median ms per op, one layer)"
 [ -f "$OUT/ops.tsv" ] && grep -v '^\[' "$OUT/ops.tsv" | cut -f1,3-6
 echo "== model"
 [ -f "$OUT/model.tsv" ] && cat "$OUT/model.tsv"
-echo "parity rc=$rc_parity"
+echo "== train (pretrain -d cuda; peak GPU MiB above the idle device)"
+[ -f "$OUT/train.tsv" ] && cat "$OUT/train.tsv"
+echo "parity rc=$rc_parity train parity rc=${rc_tparity:--}"
