@@ -1,7 +1,11 @@
 /* scan.cu: the Mamba-1 selective scan (the scan contract of backend.h), both directions of a
  * BiMamba layer in one call, fp32 state, packed-sequence resets, h0 in / h_last out.
  *
- * Algorithm (segment-parallel, three launches). Positions are cut into nseg segments of seglen;
+ * Two kernels. v2 (the "v2" section below; default for d_state 16 with 16-byte aligned B/C rows)
+ * walks each channel group through the whole call and evaluates exp2 once per state update.
+ * v1 (all other shapes, or MD_CUDA_SCAN=v1 to compare) is described here.
+ *
+ * v1 algorithm (segment-parallel, three launches). Positions are cut into nseg segments of seglen;
  * a thread owns one channel (lanes = consecutive channels, so every load of x/dt/z/y is a
  * coalesced row piece) and all N states in registers; B and C of a tile of positions are staged
  * in shared memory once per block of 128 channels and read as broadcasts.
@@ -20,8 +24,9 @@
  * Numerics: fp32 state and arithmetic; exp(delta*A) as ex2.approx(delta*A*log2 e) (optionally
  * a polynomial on the FMA pipe for some states, MD_CUDA_SCAN_POLY); softplus and SiLU with
  * accurate expf/log1pf in fp32 mode and __expf/__logf in bf16 mode. 64-bit indices.
- * Tuning (environment, read at open): MD_CUDA_SCAN_NSEG target segments per call (default
- * ~2 waves of (channel, segment) threads), MD_CUDA_SCAN_POLY 0/2/4 sixteenths of the states. */
+ * Tuning (environment, read at open; v1 only): MD_CUDA_SCAN_NSEG target segments per call
+ * (default ~2 waves of (channel, segment) threads), MD_CUDA_SCAN_POLY 0/2/4 sixteenths of the
+ * states. */
 #include "common.cuh"
 
 #define SCAN_CT 128 /* channels (threads) per block */
@@ -306,6 +311,275 @@ static int launch(cuda_ctx_t *cx, ScanP &p)
     return 0;
 }
 
+/* --- v2: exp2 once per state update (d_state 16) ---------------------------------------------
+ * A block owns V2_CB channels of one direction for the whole call and walks the positions in scan
+ * order, a tile of V2_TT at a time, so the state entering each tile is known from the tile before
+ * and no segment is ever run twice. Inside a tile the positions are cut into V2_J slices of V2_TS;
+ * a thread owns (slice j, channel, 4 of the 16 states):
+ *   stage    B/C rows of the tile (16-B loads issued one tile ahead, kept in registers) -> shared;
+ *            delta = softplus(dt + bias) and u of each (position, channel) computed once -> shared
+ *   local    run the slice from h = 0: a = exp2(delta A log2 e) kept in registers (the only exp2
+ *            of the update), local end state and decay product -> shared
+ *   combine  per (channel, state), one thread walks the 32 slices' maps h -> P h + H from the
+ *            tile's incoming state (P = exp2(A2 sum delta): one exp2 per slice, not per update)
+ *   rerun    each slice again from its true incoming state with the kept decays (FMA only),
+ *            y partial over the thread's 4 states, summed over the 4 threads of a channel by a
+ *            shuffle reduce-scatter; each thread then writes 1-2 positions (D skip, SiLU gate)
+ * Directions run as consecutive launches; the second adds to y (deterministic sum). Parallelism
+ * is Di / V2_CB blocks per launch (128 for d_inner 512: one per SM), each of 512 threads. */
+#define V2_CB 4  /* channels per block */
+#define V2_J 32  /* slices per tile */
+#define V2_THREADS (V2_J * V2_CB * 4)
+#define V2_PAIRS (V2_CB * 16) /* (channel, state) pairs of a block */
+
+/* 16- and 8-byte vectors for loads the compiler must not split */
+struct __align__(16) md_v16 {
+    uint32_t w[4];
+};
+struct __align__(8) md_v8 {
+    uint32_t w[2];
+};
+
+__device__ __forceinline__ void four_f(const float *p, float o[4])
+{
+    const md_v16 v = *(const md_v16 *)p;
+#pragma unroll
+    for (int i = 0; i < 4; i++) o[i] = __int_as_float((int)v.w[i]);
+}
+__device__ __forceinline__ void four_f(const bf16 *p, float o[4])
+{
+    const md_v8 v = *(const md_v8 *)p;
+    o[0] = __int_as_float((int)(v.w[0] << 16));
+    o[1] = __int_as_float((int)(v.w[0] & 0xffff0000u));
+    o[2] = __int_as_float((int)(v.w[1] << 16));
+    o[3] = __int_as_float((int)(v.w[1] & 0xffff0000u));
+}
+
+/* positions per slice: 8 in bf16 (tile 256), 4 in fp32 (tile 128), so the staged B/C tile
+ * (16 KB) and the combine buffers (16 KB) stay within the 48 KB of static shared memory */
+template <typename T>
+struct V2Shape {
+    static constexpr int TS = sizeof(T) == 2 ? 8 : 4;
+    static constexpr int TT = V2_J * TS;
+    static constexpr int M = TS / 4;                    /* positions a thread stages and writes */
+    static constexpr int EV = 16 / (int)sizeof(T);      /* elements per 16-B vector */
+    static constexpr int VPR = 32 / EV;                 /* vectors per position (B and C rows) */
+    static constexpr int NV = TT * VPR / V2_THREADS;    /* vectors each thread stages */
+};
+
+/* What a thread loads one tile ahead: its share of the B/C rows and, for the positions it
+ * stages (scan index k0 + j*TS + 4m + g), u, dt, z, the y it adds to and the reset flag. */
+template <typename T>
+struct V2Pre {
+    md_v16 bc[V2Shape<T>::NV];
+    float u[V2Shape<T>::M], dt[V2Shape<T>::M], z[V2Shape<T>::M], y[V2Shape<T>::M];
+    int r[V2Shape<T>::M];
+};
+
+template <typename T>
+__device__ __forceinline__ void v2_load(const ScanP &p, const ScanDirP &d, int64_t k0, int j, int c, int g, bool act,
+                                        bool add, V2Pre<T> &f)
+{
+    typedef V2Shape<T> S;
+    const int64_t n = p.n;
+#pragma unroll
+    for (int v = 0; v < S::NV; v++) {
+        const int idx = threadIdx.x + v * V2_THREADS, row = idx / S::VPR, part = idx % S::VPR;
+        const int64_t kk = k0 + row;
+        md_v16 w = {{0u, 0u, 0u, 0u}};
+        if (kk < n) {
+            const int64_t t = d.reverse ? n - 1 - kk : kk;
+            const T *src = part < S::VPR / 2 ? (const T *)d.B + t * d.ldbc + part * S::EV
+                                             : (const T *)d.C + t * d.ldbc + (part - S::VPR / 2) * S::EV;
+            w = *(const md_v16 *)src;
+        }
+        f.bc[v] = w;
+    }
+#pragma unroll
+    for (int m = 0; m < S::M; m++) {
+        const int64_t kk = k0 + (int64_t)j * S::TS + 4 * m + g;
+        f.u[m] = f.dt[m] = f.z[m] = f.y[m] = 0.0f;
+        f.r[m] = 0;
+        if (kk < n) {
+            const int64_t t = d.reverse ? n - 1 - kk : kk;
+            if (p.ss) f.r[m] = __ldg(p.ss + (d.reverse ? t + 1 : t));
+            if (act) {
+                f.u[m] = ld_act((const T *)d.x + t * d.ldx + c);
+                f.dt[m] = ld_act((const T *)d.dt + t * d.lddt + c);
+                if (d.z) f.z[m] = ld_act((const T *)d.z + t * d.ldz + c);
+                if (add) f.y[m] = ld_rw((const T *)p.y + t * p.ldy + c);
+            }
+        }
+    }
+}
+
+template <typename T, bool FAST>
+__global__ void __launch_bounds__(V2_THREADS, 1) scan_v2(ScanP p, int dir)
+{
+    typedef V2Shape<T> S;
+    constexpr int TS = S::TS, TT = S::TT, M = S::M;
+    __shared__ __align__(16) uint32_t sBC[TT * 32 * sizeof(T) / 4]; /* [TT][B 16 | C 16] of T */
+    __shared__ __align__(16) float sDU[V2_J][V2_CB][TS + 1][2]; /* (delta, u); +1: fewer bank conflicts */
+    __shared__ __align__(16) uint8_t sR[V2_J][TS];                  /* reset flags */
+    __shared__ float exP[V2_J][V2_PAIRS];                           /* slice decay products */
+    __shared__ float exH[V2_J][V2_PAIRS];                           /* slice end state, then h in */
+    __shared__ float carry[V2_PAIRS];                               /* state entering the tile */
+
+    const ScanDirP &d = dir_of(p, dir);
+    const int tid = threadIdx.x, g = tid & 3, cl = (tid >> 2) & (V2_CB - 1), j = tid / (4 * V2_CB);
+    const int c = blockIdx.x * V2_CB + cl;
+    const bool act = c < p.Di;
+    const bool add = dir > 0 || p.accumulate;
+    const int64_t n = p.n;
+    T *y = (T *)p.y;
+    const T *sBCt = (const T *)sBC;
+
+    float A2[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) A2[q] = act ? __ldg(d.A + (int64_t)c * 16 + 4 * g + q) * LOG2E : 0.0f;
+    const float bias = (act && d.dt_bias) ? __ldg(d.dt_bias + c) : 0.0f;
+    const float Dc = (act && d.D) ? __ldg(d.D + c) : 0.0f;
+    if (tid < V2_PAIRS) {
+        const int cc = blockIdx.x * V2_CB + tid / 16;
+        carry[tid] = cc < p.Di ? d.state[(int64_t)cc * 16 + tid % 16] : 0.0f;
+    }
+
+    V2Pre<T> f;
+    v2_load<T>(p, d, 0, j, c, g, act, add, f);
+    for (int64_t k0 = 0; k0 < n; k0 += TT) {
+        /* stage: B/C rows, (delta, u) and flags of this thread's positions 4m + g of slice j */
+        __syncthreads();
+#pragma unroll
+        for (int v = 0; v < S::NV; v++) ((md_v16 *)sBC)[tid + v * V2_THREADS] = f.bc[v];
+        float my_u[M], my_z[M], my_y[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            const float delta = act && k0 + (int64_t)j * TS + 4 * m + g < n ? softplus_f<FAST>(f.dt[m] + bias) : 0.0f;
+            sDU[j][cl][4 * m + g][0] = delta;
+            sDU[j][cl][4 * m + g][1] = f.u[m];
+            if (cl == 0) sR[j][4 * m + g] = (uint8_t)f.r[m];
+            my_u[m] = f.u[m];
+            my_z[m] = f.z[m];
+            my_y[m] = f.y[m];
+        }
+        __syncthreads();
+        if (k0 + TT < n) v2_load<T>(p, d, k0 + TT, j, c, g, act, add, f);
+
+        /* local: slice from h = 0; the decays are kept for the rerun. A reset makes the decay
+         * 0 (exponent -inf), so the rerun needs no test; the slice's decay product is
+         * exp2(A2 * sum delta), 0 when the slice holds a reset. */
+        float a[TS][4], dl[TS], uu[TS], h[4];
+        float dsum = 0.0f;
+        bool dead = false;
+#pragma unroll
+        for (int q = 0; q < 4; q++) h[q] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < TS; i++) {
+            dl[i] = sDU[j][cl][i][0];
+            uu[i] = sDU[j][cl][i][1];
+            const bool r = sR[j][i] != 0;
+            const float rx = r ? __int_as_float((int)0xff800000u) : 0.0f; /* -inf */
+            dead |= r;
+            dsum += dl[i];
+            float b[4];
+            four_f(sBCt + (j * TS + i) * 32 + 4 * g, b);
+            const float du = dl[i] * uu[i];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                a[i][q] = fast_ex2(fmaf(dl[i], A2[q], rx));
+                h[q] = fmaf(a[i][q], h[q], du * b[q]);
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            exP[j][cl * 16 + 4 * g + q] = dead ? 0.0f : fast_ex2(A2[q] * dsum);
+            exH[j][cl * 16 + 4 * g + q] = h[q];
+        }
+        __syncthreads();
+
+        /* combine: one thread per (channel, state) walks the 32 slices from the tile's incoming
+         * state, leaving each slice's incoming state in exH and the next tile's in carry */
+        if (tid < V2_PAIRS) {
+            float hc = carry[tid];
+#pragma unroll 8
+            for (int jj = 0; jj < V2_J; jj++) {
+                const float pj = exP[jj][tid], hj = exH[jj][tid];
+                exH[jj][tid] = hc;
+                hc = fmaf(pj, hc, hj);
+            }
+            carry[tid] = hc;
+        }
+        __syncthreads();
+
+        /* rerun from the true incoming state; y partial over this thread's 4 states */
+#pragma unroll
+        for (int q = 0; q < 4; q++) h[q] = exH[j][cl * 16 + 4 * g + q];
+        float yq[TS];
+#pragma unroll
+        for (int i = 0; i < TS; i++) {
+            float b[4], cc[4];
+            four_f(sBCt + (j * TS + i) * 32 + 4 * g, b);
+            four_f(sBCt + (j * TS + i) * 32 + 16 + 4 * g, cc);
+            const float du = dl[i] * uu[i];
+            float acc = 0.0f;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                h[q] = fmaf(a[i][q], h[q], du * b[q]);
+                acc = fmaf(cc[q], h[q], acc);
+            }
+            yq[i] = acc;
+        }
+        /* reduce-scatter over the 4 threads of the channel: thread g ends with positions 4m + g */
+        const bool b0 = g & 1, b1 = (g >> 1) & 1;
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            float r2[2];
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                const float lo = yq[4 * m + s], hi = yq[4 * m + 2 + s];
+                r2[s] = (b1 ? hi : lo) + __shfl_xor_sync(0xffffffffu, b1 ? lo : hi, 2);
+            }
+            const float out = (b0 ? r2[1] : r2[0]) + __shfl_xor_sync(0xffffffffu, b0 ? r2[0] : r2[1], 1);
+            const int64_t kk = k0 + (int64_t)j * TS + 4 * m + g;
+            if (act && kk < n) {
+                const int64_t t = d.reverse ? n - 1 - kk : kk;
+                float yv = fmaf(Dc, my_u[m], out);
+                if (d.z) yv *= silu_f<FAST>(my_z[m]);
+                st_act(y + t * p.ldy + c, add ? my_y[m] + yv : yv);
+            }
+        }
+    }
+    __syncthreads();
+    if (tid < V2_PAIRS) {
+        const int cc = blockIdx.x * V2_CB + tid / 16;
+        if (cc < p.Di) d.state[(int64_t)cc * 16 + tid % 16] = carry[tid];
+    }
+}
+
+/* v2 needs d_state 16 and B/C rows that 16-byte loads can read. */
+template <typename T>
+static bool v2_fits(const ScanP &p)
+{
+    if (p.N != 16) return false;
+    for (int k = 0; k < p.ndir; k++) {
+        const ScanDirP &d = p.d[k];
+        if ((d.ldbc * (int64_t)sizeof(T)) % 16 || (uintptr_t)d.B % 16 || (uintptr_t)d.C % 16) return false;
+    }
+    return true;
+}
+
+template <typename T>
+static int launch_v2(cuda_ctx_t *cx, ScanP &p)
+{
+    constexpr bool FAST = sizeof(T) == 2;
+    auto k = scan_v2<T, FAST>;
+    for (int dir = 0; dir < p.ndir; dir++) {
+        MD_LAUNCH(k, ceil_div_u(p.Di, V2_CB), V2_THREADS, cx->stream, p, dir);
+        LAUNCH_CHECK(cx);
+    }
+    return 0;
+}
+
 template <typename T>
 static int launch_ns(cuda_ctx_t *cx, ScanP &p)
 {
@@ -354,6 +628,8 @@ int md_cuda_scan(md_backend_t *be, int64_t n, int Di, int N, int ndir, const md_
     p.ldy = ldy;
     p.accumulate = accumulate != 0;
     p.ss = seq_start;
+    if (!cx->scan_v1 && (cx->bf16 ? v2_fits<bf16>(p) : v2_fits<float>(p)))
+        return cx->bf16 ? launch_v2<bf16>(cx, p) : launch_v2<float>(cx, p);
     /* Segments: enough (channel, segment) threads for ~2 waves of the device, at least SCAN_TT
      * positions each, whole tiles. */
     int64_t target = cx->scan_nseg > 0 ? cx->scan_nseg : ((int64_t)cx->sm_count * 2048 + Di - 1) / Di;
