@@ -12,6 +12,8 @@ BUILD=$(dirname "$BIN")
 cd "$(dirname "$0")/.."
 [ -x "$BUILD/bench/bench_forward" ] || { echo "bench: run through 'make bench'" >&2; exit 1; }
 echo "== model forward, CPU ($(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+# the OpenBLAS kernel set matters (AVX-512 sgemm is ~1.8x the Haswell one on AVX-512 CPUs)
+echo "   OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS picks by CPU)}"
 "$BUILD/bench/bench_forward" -d cpu ${BENCH_LENGTHS:-131072 1048576}
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     echo "== same model in PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)') on the CPU (sequential scan)"

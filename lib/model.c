@@ -6,11 +6,12 @@
  * (model-spec 2.6). The PS embedding and LM head use one table Ecat = [E | E2] with
  * E2[v] = flip_C(E[comp(v)]), and the norms use [w | flip_C(w)].
  *
- * Per layer: pass A updates the residual over all positions (res = swap?(h + res)); then, for
- * each stream and direction, chunks are walked in that direction's scan order with conv and scan
- * states carried between chunks; the normed input and in_proj are recomputed per chunk, and the
- * mixer output accumulates into h. When the whole batch fits in one chunk and in/out_proj are
- * tied ("add"), in_proj runs once and both directions go to the backend in one scan call. */
+ * Per layer: the residual is updated (res = swap?(h + res)) and normed; then, for each stream and
+ * direction, chunks are walked in that direction's scan order with conv and scan states carried
+ * between chunks; over several chunks the residual update happens at a chunk's first visit, the
+ * normed input and in_proj are recomputed per chunk, and the mixer output accumulates into h.
+ * When the whole batch fits in one chunk and in/out_proj are tied ("add"), in_proj runs once and
+ * both directions go to the backend in one scan call. */
 #include "model.h"
 
 #include <math.h>
@@ -320,12 +321,12 @@ static int run_layer(md_model_t *m, fwd_t *f, int li)
     const int swap = m->nstream == 2 && c->fused_add_norm;
     const int single = f->nchunks == 1;
 
-    /* Pass A: residual update (res = swap?(h + res)); h is free afterwards. */
-    for (int64_t ci = 0; ci < f->nchunks; ci++) {
-        int64_t r0 = ci * f->chunk, nr = f->n - r0 < f->chunk ? f->n - r0 : f->chunk;
-        CHECK(be->add_norm(be, nr, W, d, ACT(f->h, r0, W), li == 0 ? NULL : f->res + r0 * W, f->res + r0 * W,
-                           f->u, L->norm_w, L->norm_b, c->norm_eps, swap, c->rms_norm));
-    }
+    /* Residual update (res = swap?(h + res)), fused with a norm: for one chunk here, once; over
+     * several chunks at each chunk's first visit (stream 0, first direction), since the norm is
+     * recomputed per chunk anyway and h of a chunk is free once its residual is updated. */
+    if (single)
+        CHECK(be->add_norm(be, f->n, W, d, f->h, li == 0 ? NULL : f->res, f->res, f->u, L->norm_w, L->norm_b,
+                           c->norm_eps, swap, c->rms_norm));
 
     for (int s = 0; s < m->nstream; s++) {
         /* Scan direction of parameter set k in stream s: fwd params forward in stream 0, reverse in stream 1. */
@@ -352,7 +353,10 @@ static int run_layer(md_model_t *m, fwd_t *f, int li)
             for (int64_t cj = 0; cj < f->nchunks; cj++) {
                 int64_t ci = reverse ? f->nchunks - 1 - cj : cj;
                 int64_t r0 = ci * f->chunk, nr = f->n - r0 < f->chunk ? f->n - r0 : f->chunk;
-                if (!single)
+                if (!single && s == 0 && k == 0)
+                    CHECK(be->add_norm(be, nr, W, d, ACT(f->h, r0, W), li == 0 ? NULL : f->res + r0 * W,
+                                       f->res + r0 * W, f->u, L->norm_w, L->norm_b, c->norm_eps, swap, c->rms_norm));
+                else if (!single)
                     CHECK(be->add_norm(be, nr, W, d, NULL, f->res + r0 * W, NULL, f->u, L->norm_w, L->norm_b,
                                        c->norm_eps, 0, c->rms_norm));
                 md_scan_dir_t sd;

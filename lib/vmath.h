@@ -11,7 +11,9 @@
  * degree-7 Taylor polynomial (truncation < 6e-9 relative), 2^k from the exponent bits. */
 static inline float md_expf(float x)
 {
+    const float xin = x;
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    x = x == x ? x : 0.0f; /* NaN: evaluated at 0 (no undefined int conversion), returned as NaN */
     /* round to nearest by the 1.5*2^23 trick (vectorises; |x*log2e| < 2^22 here) */
     float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - kf * 0.693145751953125f;
@@ -26,7 +28,7 @@ static inline float md_expf(float x)
     p = p * r + 1.0f;
     union { int32_t i; float f; } u;
     u.i = ((int32_t)kf + 127) << 23;
-    return p * u.f;
+    return xin == xin ? p * u.f : xin;
 }
 
 /* log(x) for x > 0 normal: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s),
