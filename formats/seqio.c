@@ -1119,6 +1119,17 @@ md_seqreader_t *md_seqreader_open(const char *path, const md_seqopts_t *o)
         if (open_hts(r, hf, want_regions) < 0) goto fail;
         break;
     case empty_format:
+        if (peek_is_gzip(hf)) {
+            /* nothing decompressed: an empty stream, or one that fails to inflate */
+            BGZF *bz = bgzf_hopen(hf, "r");
+            char c;
+            ssize_t n = bz ? bgzf_read(bz, &c, 1) : -1;
+            if (bz) bgzf_close(bz);
+            else hclose_abruptly(hf);
+            if (n < 0) md_error("%s: truncated or corrupt gzip data (nothing could be decompressed)", path);
+            else md_error("%s: empty file (no data after decompression)", path);
+            goto fail;
+        }
         md_error("%s: empty file (no data after decompression)", path);
         hclose_abruptly(hf);
         goto fail;

@@ -427,6 +427,13 @@ md_vcf_reader_t *md_vcf_open(const char *path, const md_vcf_ropts_t *opts)
         md_error("%s: cannot read the VCF header (truncated or malformed file)", r->name);
         goto fail;
     }
+    /* htslib 1.16 accepts an empty sample name in the #CHROM line but writes such a header
+     * back as two lines, which no reader takes (found by fuzz_vcf) */
+    for (int i = 0; i < bcf_hdr_nsamples(r->hdr); i++)
+        if (!r->hdr->samples[i][0] || strchr(r->hdr->samples[i], '\t')) {
+            md_error("%s: malformed #CHROM header line: sample %d has an empty name", r->name, i + 1);
+            goto fail;
+        }
     if (opts->fai && md_vcf_add_ref_contigs(r->hdr, opts->fai, r->name) < -1) goto fail;
     if (r->use_regions && (load_index(r) < 0 || build_regions(r, opts) < 0)) goto fail;
     return r;
@@ -777,6 +784,14 @@ fail:
 bcf_hdr_t *md_vcf_writer_header(const md_vcf_writer_t *w) { return w ? w->hdr : NULL; }
 const char *md_vcf_writer_tmp_path(const md_vcf_writer_t *w) { return w ? w->tmp : NULL; }
 
+/* The name of tag id `id` in header h, or "?" when h has no such id (the id may come from a
+ * header htslib extended while parsing; found by fuzz_vcf: an unchecked lookup read past h's
+ * id table). */
+static const char *id_name(const bcf_hdr_t *h, int id)
+{
+    return id >= 0 && id < h->n[BCF_DT_ID] && h->id[BCF_DT_ID][id].key ? h->id[BCF_DT_ID][id].key : "?";
+}
+
 /* After htslib defined a contig or tag while parsing (undeclared in the input), the input header's ids
  * past the copied ones mean something else in the output header. Refuses records that use them. */
 static int check_new_ids(md_vcf_writer_t *w, bcf1_t *rec)
@@ -793,11 +808,13 @@ static int check_new_ids(md_vcf_writer_t *w, bcf1_t *rec)
             return -2;
         }
         for (int i = 0; i < rec->n_info && !what; i++)
-            if (rec->d.info[i].key >= w->in_n_id) what = "INFO tag", id = bcf_hdr_int2id(ih, BCF_DT_ID, rec->d.info[i].key);
-        for (int i = 0; i < rec->n_fmt && !what; i++)
-            if (rec->d.fmt[i].id >= w->in_n_id) what = "FORMAT tag", id = bcf_hdr_int2id(ih, BCF_DT_ID, rec->d.fmt[i].id);
+            if (rec->d.info[i].key >= w->in_n_id) what = "INFO tag", id = id_name(ih, rec->d.info[i].key);
+        /* htslib unpacks FORMAT only when there are samples (found by fuzz_vcf: a FORMAT
+         * column in a file without samples read past d.fmt) */
+        for (int i = 0; rec->n_sample && (rec->unpacked & BCF_UN_FMT) && i < rec->n_fmt && !what; i++)
+            if (rec->d.fmt[i].id >= w->in_n_id) what = "FORMAT tag", id = id_name(ih, rec->d.fmt[i].id);
         for (int i = 0; i < rec->d.n_flt && !what; i++)
-            if (rec->d.flt[i] >= w->in_n_id) what = "FILTER", id = bcf_hdr_int2id(ih, BCF_DT_ID, rec->d.flt[i]);
+            if (rec->d.flt[i] >= w->in_n_id) what = "FILTER", id = id_name(ih, rec->d.flt[i]);
         if (!what && (rec->errcode & BCF_ERR_TAG_UNDEF)) what = "tag", id = "?";
     }
     if (!what) return 0;

@@ -3,11 +3,31 @@
  * name; keys that only matter for training bookkeeping are accepted and kept where useful. */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Opens a temporary output name for writing without following a link planted there: a file of
+ * that name (left by a killed run with the same pid) is removed, then the name is created with
+ * O_EXCL. NULL with errno set on failure. */
+static FILE *create_exclusive(const char *tmp)
+{
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+    }
+    return fp;
+}
 
 #include "md.h"
 
@@ -308,7 +328,10 @@ int md_config_save(const md_config_t *c, const char *path)
     json_object_set_new(r, "torch_dtype", json_string("float32"));
 
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    if (json_dump_file(r, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
+    FILE *fp = create_exclusive(tmp);
+    int bad = !fp || json_dumpf(r, fp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0;
+    if (fp && fclose(fp) != 0) bad = 1;
+    if (bad) {
         md_error("%s: cannot write %s", path, tmp);
         unlink(tmp);
         goto out;

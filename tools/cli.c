@@ -165,6 +165,21 @@ range:
     return -1;
 }
 
+int cli_check_output(const char *cmd, const char *what, const char *path)
+{
+    struct stat st;
+    if (!strcmp(path, "-")) return 0;
+    int special = !strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6) ||
+                  (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode));
+    if (special) {
+        cli_usage_error(cmd, "%s: '%s' is a device or special file; outputs are written under a "
+                        "temporary name and renamed into place, which would replace it (give a "
+                        "file name, or '-' for standard output)", what, path);
+        return -1;
+    }
+    return 0;
+}
+
 int cli_common_opt(cli_common_t *c, const char *cmd, int opt, const char *arg)
 {
     long v;
@@ -186,6 +201,7 @@ int cli_common_opt(cli_common_t *c, const char *cmd, int opt, const char *arg)
             cli_usage_error(cmd, "-o/--output: empty file name");
             return -1;
         }
+        if (cli_check_output(cmd, "-o/--output", arg) < 0) return -1;
         c->output = arg;
         return 1;
     case 'v':

@@ -53,6 +53,10 @@ void cli_common_init(cli_common_t *c);
 /* Handles one getopt result. 1: consumed; 0: not a common option; -1: bad value (the message
  * has been printed; exit CLI_EUSAGE). 'h' is not handled here. */
 int cli_common_opt(cli_common_t *c, const char *cmd, int opt, const char *arg);
+/* Refuses (usage error printed, -1) an output path that is a device or special file (/dev/...,
+ * /proc/..., a FIFO): outputs are renamed into place, and as root that would replace /dev/null.
+ * 0 for '-', a regular file, a folder or a new name. */
+int cli_check_output(const char *cmd, const char *what, const char *path);
 /* Usage lines of the common options with their current values, for `cmd -h`. */
 void cli_common_usage(FILE *fp, const cli_common_t *c, int with_output);
 

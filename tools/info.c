@@ -1,6 +1,8 @@
 /* info.c: `mamba-dna info [MODEL_DIR]`: what a model folder holds (architecture, variant, sizes,
  * vocabulary, parameter count from the parameter table, dtypes and sha256 of model.safetensors),
- * as aligned text or, with --json, one JSON object on stdout. */
+ * as aligned text or, with --json, one JSON object on stdout. The weights are also checked
+ * against the parameter table (shapes, every key, finite values) as the model commands load
+ * them, so a folder that info accepts is one that embed/predict/score can load. */
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 
 #include "cli.h"
 #include "md.h"
+#include "params.h"
 #include "pipeline.h"
 
 enum { OPT_JSON = CLI_OPT_FIRST_CMD, OPT_NO_SHA };
@@ -156,6 +159,18 @@ int main_info(int argc, char *argv[], const cli_run_t *run)
     pl_model_info_t in;
     int ret = pl_model_describe(dir, sha, &in);
     if (ret < 0) return ret == PL_EDATA ? CLI_EDATA : CLI_EINTERNAL;
+    /* a description of weights that do not match config.json would mislead: load them */
+    md_weights_t *w = md_weights_alloc(&in.cfg);
+    if (!w) return CLI_EINTERNAL;
+    char wpath[PATH_MAX + 32];
+    snprintf(wpath, sizeof wpath, "%s/model.safetensors", dir);
+    ret = md_weights_load(w, wpath);
+    md_weights_free(w);
+    if (ret < 0) {
+        fprintf(stderr, "[E::info] %s: the weights do not load with its config.json: %s\n", dir,
+                md_last_error());
+        return CLI_EDATA;
+    }
     if (json) return print_json(dir, &in);
     print_text(dir, &in);
     return 0;

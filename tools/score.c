@@ -210,7 +210,10 @@ int main_score(int argc, char *argv[], const cli_run_t *run)
             break;
         case 'r': s.regions[s.n_regions++] = optarg; break;
         case 'R': s.regions_file = optarg; break;
-        case OPT_TSV: s.tsv = optarg; break;
+        case OPT_TSV:
+            if (cli_check_output(cmd, "--tsv", optarg) < 0) goto done;
+            s.tsv = optarg;
+            break;
         case OPT_ALL_SNVS: s.all_snvs = 1; break;
         case 'w':
             if (cli_parse_size(cmd, "-w/--window", optarg, 1, (int64_t)1 << 24, &v64) < 0) goto done;
@@ -328,8 +331,10 @@ int main_score(int argc, char *argv[], const cli_run_t *run)
         int r = sc_run_all_snvs(sc, &rs, tsv);
         cli_progress_finish(&prog, s.com.verbose);
         if (r < 0) { ret = r == SC_EDATA ? CLI_EDATA : CLI_EINTERNAL; goto done; }
-        if (sc_tsv_finish(tsv) < 0 || sc_tsv_commit(tsv) < 0) { tsv = NULL; goto done; }
+        if (sc_tsv_finish(tsv) < 0) goto done; /* aborted (temporary files removed) at done */
+        sc_tsv_t *t = tsv;
         tsv = NULL;
+        if (sc_tsv_commit(t) < 0) goto done;    /* commit aborts by itself on failure */
     } else {
         ret = CLI_EDATA;
         md_vcf_ropts_t ro;
