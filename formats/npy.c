@@ -16,24 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Opens a temporary output name for writing without following a link planted there: a file of
- * that name (left by a killed run with the same pid) is removed, then the name is created with
- * O_EXCL. NULL with errno set on failure. */
-static FILE *create_exclusive(const char *tmp)
-{
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return NULL;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-    }
-    return fp;
-}
-
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npy.c reads and writes little-endian data in place: big-endian hosts are not supported"
 #endif
@@ -465,7 +447,7 @@ int npy_write(const char *path, npy_dtype_t dtype, int ndim, const int64_t *shap
     int64_t plen = npy_preamble(path, pre, sizeof pre, dtype, ndim, shape, 0);
     if (plen < 0) return -2;
     if (!(tmp = npy_tmp_name(path))) return -2;
-    if (!(fp = create_exclusive(tmp))) {
+    if (!(fp = md_create_exclusive(tmp))) {
         md_error("%s: cannot create: %s", tmp, strerror(errno));
         goto fail;
     }
@@ -519,7 +501,7 @@ npy_writer_t *npy_writer_open(const char *path, npy_dtype_t dtype, int64_t ncols
     size_t n = strlen(path) + 1;
     if (!(w->path = md_malloc(n)) || !(w->tmp = npy_tmp_name(path))) goto fail;
     memcpy(w->path, path, n);
-    if (!(w->fp = create_exclusive(w->tmp))) {
+    if (!(w->fp = md_create_exclusive(w->tmp))) {
         md_error("%s: cannot create: %s", w->tmp, strerror(errno));
         goto fail;
     }

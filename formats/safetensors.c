@@ -17,24 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Opens a temporary output name for writing without following a link planted there: a file of
- * that name (left by a killed run with the same pid) is removed, then the name is created with
- * O_EXCL. NULL with errno set on failure. */
-static FILE *create_exclusive(const char *tmp)
-{
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return NULL;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-    }
-    return fp;
-}
-
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c reads and writes little-endian data in place: big-endian hosts are not supported"
 #endif
@@ -621,7 +603,7 @@ int st_write(const char *path, const st_wtensor_t *t, int n, const char *const *
     size_t tlen = strlen(path) + 32;
     if (!(tmp = md_malloc(tlen))) goto fail;
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    if (!(fp = create_exclusive(tmp))) {
+    if (!(fp = md_create_exclusive(tmp))) {
         md_error("%s: cannot create: %s", tmp, strerror(errno));
         goto fail;
     }

@@ -11,24 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Opens a temporary output name for writing without following a link planted there: a file of
- * that name (left by a killed run with the same pid) is removed, then the name is created with
- * O_EXCL. NULL with errno set on failure. */
-static FILE *create_exclusive(const char *tmp)
-{
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) return NULL;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-    }
-    return fp;
-}
-
 #include "md.h"
 
 void md_config_init(md_config_t *c)
@@ -328,7 +310,7 @@ int md_config_save(const md_config_t *c, const char *path)
     json_object_set_new(r, "torch_dtype", json_string("float32"));
 
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *fp = create_exclusive(tmp);
+    FILE *fp = md_create_exclusive(tmp);
     int bad = !fp || json_dumpf(r, fp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0;
     if (fp && fclose(fp) != 0) bad = 1;
     if (bad) {

@@ -2,12 +2,14 @@
 #include "md.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 int md_log_level = MD_LOG_WARNING;
 
@@ -72,4 +74,19 @@ void *md_realloc_(const char *func, void *p, size_t n)
     void *q = realloc(p, n ? n : 1);
     if (!q) md_log(MD_LOG_ERROR, func, "out of memory allocating %zu bytes", n);
     return q;
+}
+
+FILE *md_create_exclusive(const char *tmp)
+{
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) return NULL;
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        errno = e;
+    }
+    return fp;
 }

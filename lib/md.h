@@ -54,4 +54,9 @@ static inline int md_mul_size(size_t a, size_t b, size_t *out)
     return 0;
 }
 
+/* Opens a temporary output name for writing ("wb") without following a link planted there: a
+ * file of that name (left by a killed run with the same pid) is removed, then the name is
+ * created with O_EXCL. NULL with errno set on failure. */
+FILE *md_create_exclusive(const char *tmp);
+
 #endif

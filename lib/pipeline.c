@@ -219,7 +219,7 @@ pl_out_t *pl_out_open(const char *path, const pl_opts_t *o, const md_config_t *c
         if (!out->bed_tmp || !out->json_tmp) goto fail;
         out->npy = npy_writer_open(path, half ? NPY_F16 : NPY_F32, out->ncols);
         if (!out->npy) goto fail;
-        out->bed = fopen(out->bed_tmp, "w");
+        out->bed = md_create_exclusive(out->bed_tmp);
         if (!out->bed) {
             md_error("%s: cannot create the BED sidecar: %s", out->bed_tmp, strerror(errno));
             goto fail;
@@ -232,7 +232,7 @@ pl_out_t *pl_out_open(const char *path, const pl_opts_t *o, const md_config_t *c
         } else {
             out->tmp_text = tmp_name(path);
             if (!out->tmp_text) goto fail;
-            out->fp = fopen(out->tmp_text, "w");
+            out->fp = md_create_exclusive(out->tmp_text);
             if (!out->fp) {
                 md_error("%s: cannot create the output file: %s", out->tmp_text, strerror(errno));
                 goto fail;

@@ -363,7 +363,7 @@ static int state_save(const char *path, const run_state_t *rs, md_train_t *t)
     int ret = -2;
     FILE *fp = NULL;
     if (md_train_get_params(t, &w) < 0 || md_train_get_moments(t, buf + numel, buf + 2 * numel) < 0) goto out;
-    if (!(fp = fopen(tmp, "wb"))) { md_error("%s: cannot create: %s", tmp, strerror(errno)); goto out; }
+    if (!(fp = md_create_exclusive(tmp))) { md_error("%s: cannot create: %s", tmp, strerror(errno)); goto out; }
     uint64_t h = 0xcbf29ce484222325ULL, n64 = numel;
     uint32_t ver[2] = { 1, 0 };
     if (write_all(fp, STATE_MAGIC, 8, &h) < 0 || write_all(fp, ver, sizeof ver, &h) < 0 ||
@@ -513,7 +513,7 @@ static FILE *log_open(const char *path, int64_t step, int resume)
     static const char *hdr = "step\ttokens\tlr\ttrain_loss\ttrain_acc\tval_loss\tval_acc\tgrad_norm\telapsed_s\n";
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *out = fopen(tmp, "w");
+    FILE *out = md_create_exclusive(tmp);
     if (!out) { md_error("%s: cannot create: %s", tmp, strerror(errno)); return NULL; }
     fputs(hdr, out);
     FILE *in = resume ? fopen(path, "r") : NULL;

@@ -287,6 +287,48 @@ static void test_abort_leaves_nothing(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A link planted at a temporary output name is replaced, never followed: the file it points
+ * to keeps its content, and the outputs are complete. */
+static void test_planted_link(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(1);
+    md_model_t *m = small_model(be, 0, 0);
+    md_seq_t x;
+    make_seq(&x, "x", 50, 5);
+    const char *victim = path_in_tmp("victim.txt");
+    FILE *fp = fopen(victim, "w");
+    assert_non_null(fp);
+    fputs("keep\n", fp);
+    fclose(fp);
+    const char *names[] = { "linked.npy", "linked.tsv" };
+    for (int k = 0; k < 2; k++) {
+        char tmp[600];
+        if (k == 0) snprintf(tmp, sizeof tmp, "%s.bed.tmp.%ld", path_in_tmp(names[k]), (long)getpid());
+        else snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path_in_tmp(names[k]), (long)getpid());
+        assert_int_equal(symlink(victim, tmp), 0);
+        pl_opts_t o;
+        pl_opts_init(&o, PL_EMBED);
+        pl_out_t *out = pl_out_open(path_in_tmp(names[k]), &o, md_model_config(m), 16, 0, NULL);
+        assert_non_null(out);
+        pl_t *p = pl_init(m, &o, out);
+        assert_int_equal(pl_add(p, &x), 0);
+        assert_int_equal(pl_flush(p), 0);
+        pl_destroy(p);
+        assert_int_equal(pl_out_close(out), 0);
+        assert_int_equal(access(tmp, F_OK), -1);
+    }
+    char buf[16] = { 0 };
+    fp = fopen(victim, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(buf, sizeof buf, fp));
+    fclose(fp);
+    assert_string_equal(buf, "keep\n");
+    free_seq(&x);
+    md_model_free(m);
+    be->destroy(be);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -300,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_strands),
         cmocka_unit_test(test_checks),
         cmocka_unit_test(test_abort_leaves_nothing),
+        cmocka_unit_test(test_planted_link),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];
