@@ -73,6 +73,9 @@ typedef struct {
     /* host staging for act conversions */
     void *host_buf;
     size_t host_buf_size;
+    /* pinned host blocks kept for reuse by host_alloc/host_free (kernels/pool.cu): pinning is
+     * slow (milliseconds per 50 MB), and md_model_forward asks for the same buffers every call */
+    struct { void *p; size_t n; int used; } pinned[4];
 } cuda_ctx_t;
 
 static inline cuda_ctx_t *CTX(md_backend_t *be) { return (cuda_ctx_t *)be->ctx; }

@@ -260,6 +260,8 @@ static void cu_destroy(md_backend_t *be)
         for (int i = 0; i < c->n_blk; i++) cudaFree(c->blk[i]);
         if (c->stream) cudaStreamDestroy(c->stream);
         cudaFreeHost(c->host_buf);
+        void md_cuda_pinned_release(cuda_ctx_t *c); /* kernels/pool.cu */
+        md_cuda_pinned_release(c);
         free(c->blk);
         free(c->blk_size);
         free(c);
@@ -444,5 +446,7 @@ md_backend_t *md_backend_cuda_open(const char *precision, int n_threads)
     if (cudaGetDeviceProperties(&prop, c->dev) == cudaSuccess)
         md_info("CUDA device %d: %s, %d SMs, %.1f GiB, %s activations", c->dev, prop.name, c->sm_count,
                 prop.totalGlobalMem / 1073741824.0, bf ? "bf16" : "fp32");
+    void md_cuda_pool_ops(md_backend_t *be); /* kernels/pool.cu: pool_sum, gather_rows, host buffers */
+    md_cuda_pool_ops(be);
     return be;
 }

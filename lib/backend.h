@@ -108,6 +108,30 @@ struct md_backend {
     /* a[i, j] *= b[i, j] for i < n, j < W (act, row strides lda, ldb). */
     int (*mul)(md_backend_t *be, int64_t n, int W, void *a, int64_t lda, const void *b,
                int64_t ldb);
+
+    /* --- output reduction (md_model_forward's pooled and selected-row outputs) --- */
+    /* Segment sums for mean pooling over a piece of rows. x act [n, W] (row stride ldx) holds
+     * rows r0 .. r0+n-1 of the packed batch; segment i < nseg covers batch rows
+     * [seg_beg[i], seg_end[i]) (int64, backend memory) and gets
+     *   acc[i, :] += sum of x[r - r0, :] over r in [seg_beg[i], seg_end[i]) within [r0, r0+n)
+     * acc F32 [nseg, W]. A long segment is thus summed piece by piece (chunk by chunk).
+     * Segments may overlap. Each acc row is summed in a fixed order (deterministic). NULL:
+     * the backend cannot pool (the plan then fails with a message). */
+    int (*pool_sum)(md_backend_t *be, int64_t n, int W, const void *x, int64_t ldx, int64_t r0,
+                    int nseg, const int64_t *seg_beg, const int64_t *seg_end, float *acc);
+
+    /* Row gather: out[i, :] = x[rows[i] - r0, :] for i < nrows. x [n, W] (row stride ldx)
+     * holds batch rows r0 .. r0+n-1; rows int64 [nrows] (backend memory), each in
+     * [r0, r0+n); out [nrows, W] (row stride W). x and out are act, or F32 when f32. A copy:
+     * values are unchanged. */
+    int (*gather_rows)(md_backend_t *be, int64_t nrows, int W, const void *x, int64_t ldx,
+                       int64_t r0, const int64_t *rows, void *out, int f32);
+
+    /* --- host memory for downloads --- */
+    /* Host buffers that download/download_act fill fastest (pinned memory on the GPU). NULL on
+     * failure (logged); free with host_free. Both NULL: the caller uses malloc/free. */
+    void *(*host_alloc)(md_backend_t *be, size_t bytes);
+    void  (*host_free)(md_backend_t *be, void *p);
 };
 
 /* Backends by name: "cpu", "cuda", "auto" (CUDA when built with it and a device is present,

@@ -559,6 +559,51 @@ static int cpu_mul(md_backend_t *be, int64_t n, int W, void *a_, int64_t lda, co
     return 0;
 }
 
+/* Segment sums, one segment per thread at a time: the rows of a segment are added in row order
+ * in double and the piece's total is added to acc once, so the result does not depend on the
+ * thread count. */
+static int cpu_pool_sum(md_backend_t *be, int64_t n, int W, const void *x_, int64_t ldx, int64_t r0, int nseg,
+                        const int64_t *seg_beg, const int64_t *seg_end, float *acc)
+{
+    (void)be;
+    const float *x = x_;
+    int failed = 0;
+#pragma omp parallel
+    {
+        double *sum = malloc((size_t)(W > 0 ? W : 1) * sizeof *sum);
+        if (!sum) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < nseg; i++) {
+            if (!sum) continue;
+            int64_t a = seg_beg[i] > r0 ? seg_beg[i] : r0, b = seg_end[i] < r0 + n ? seg_end[i] : r0 + n;
+            if (a >= b) continue;
+            for (int c = 0; c < W; c++) sum[c] = 0;
+            for (int64_t r = a; r < b; r++) {
+                const float *row = x + (r - r0) * ldx;
+                for (int c = 0; c < W; c++) sum[c] += row[c];
+            }
+            float *dst = acc + (size_t)i * W;
+            for (int c = 0; c < W; c++) dst[c] += (float)sum[c];
+        }
+        free(sum);
+    }
+    if (failed) { md_error("out of memory for the pooling workspace (%d channels)", W); return -2; }
+    return 0;
+}
+
+static int cpu_gather_rows(md_backend_t *be, int64_t nrows, int W, const void *x_, int64_t ldx, int64_t r0,
+                           const int64_t *rows, void *out_, int f32)
+{
+    (void)be; (void)f32;   /* act is F32 here */
+    const float *x = x_;
+    float *out = out_;
+    for (int64_t i = 0; i < nrows; i++) memcpy(out + i * W, x + (rows[i] - r0) * ldx, (size_t)W * sizeof(float));
+    return 0;
+}
+
 md_backend_t *md_backend_cpu_open(int n_threads)
 {
     md_backend_t *be = md_calloc(1, sizeof *be);
@@ -591,5 +636,7 @@ md_backend_t *md_backend_cpu_open(int n_threads)
     be->conv_silu = cpu_conv_silu;
     be->scan = cpu_scan;
     be->mul = cpu_mul;
+    be->pool_sum = cpu_pool_sum;
+    be->gather_rows = cpu_gather_rows;
     return be;
 }

@@ -225,24 +225,45 @@ typedef struct {
     void *u, *xz, *xc[2], *xdbl[2], *dt[2], *y, *tmp;   /* chunk buffers */
     float *conv_state[2], *ssm_state[2];
     void *logits;                    /* [chunk, V] f32 */
-    float *host_hidden, *host_logits;
+    int64_t out_rows;                /* rows per chunk that go to emit() at most */
+    int64_t *sel;                    /* [nsel] selected rows (MD_ROWS_SELECTED) */
+    void *gath;                      /* [out_rows, W] act: the selected rows of a chunk */
+    float *gath_logits;              /* [out_rows, V] f32: their logits */
+    int64_t *pool_beg, *pool_end;    /* [npool] pooling segments */
+    float *pool_acc;                 /* [npool, W] f32 segment sums */
+    float *host_hidden, *host_logits, *host_pool;   /* host (be->host_alloc) */
 } fwd_t;
 
 #define ACT(p, row, ld) ((void *)((char *)(p) + ((size_t)(row) * (ld)) * f->asz))
 #define CHECK(x) do { if ((x) < 0) goto fail; } while (0)
+
+/* Host buffers for downloads: pinned where the backend offers it (be->host_alloc). */
+static void *host_buf_alloc(md_backend_t *be, size_t bytes)
+{
+    return be->host_alloc ? be->host_alloc(be, bytes) : md_malloc(bytes ? bytes : 1);
+}
+
+static void host_buf_free(md_backend_t *be, void *p)
+{
+    if (!p) return;
+    if (be->host_free) be->host_free(be, p);
+    else free(p);
+}
 
 static void fwd_free(md_model_t *m, fwd_t *f)
 {
     md_backend_t *be = m->be;
     void *bufs[] = { f->ids, f->starts, f->h, f->res, f->u, f->xz, f->xc[0], f->fused ? f->xc[1] : NULL,
                      f->xdbl[0], f->fused ? f->xdbl[1] : NULL, f->dt[0], f->fused ? f->dt[1] : NULL, f->y, f->tmp,
-                     f->conv_state[0], f->conv_state[1], f->ssm_state[0], f->ssm_state[1], f->logits };
+                     f->conv_state[0], f->conv_state[1], f->ssm_state[0], f->ssm_state[1], f->logits,
+                     f->sel, f->gath, f->gath_logits, f->pool_beg, f->pool_end, f->pool_acc };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) if (bufs[i]) be->free(be, bufs[i]);
-    free(f->host_hidden);
-    free(f->host_logits);
+    host_buf_free(be, f->host_hidden);
+    host_buf_free(be, f->host_logits);
+    host_buf_free(be, f->host_pool);
 }
 
-static int fwd_alloc(md_model_t *m, fwd_t *f, int64_t n)
+static int fwd_alloc(md_model_t *m, fwd_t *f, int64_t n, const md_forward_opts_t *o)
 {
     md_backend_t *be = m->be;
     const md_config_t *c = &m->cfg;
@@ -277,11 +298,40 @@ static int fwd_alloc(md_model_t *m, fwd_t *f, int64_t n)
         ALLOC(f->conv_state[k], (size_t)(K > 1 ? K - 1 : 1) * Di * sizeof(float));
         ALLOC(f->ssm_state[k], (size_t)Di * N * sizeof(float));
     }
-    ALLOC(f->logits, ch * c->vocab_size * sizeof(float));
+    /* rows of one chunk that go to emit(): all, none, or the chunk's selected rows */
+    f->out_rows = o->rows == MD_ROWS_ALL ? (int64_t)ch : 0;
+    if (o->rows == MD_ROWS_SELECTED && o->nsel > 0) {
+        int64_t most = 0;
+        for (int64_t i = 0, j = 0; i < o->nsel; i = j) {
+            int64_t cj = o->sel[i] / f->chunk;
+            for (j = i; j < o->nsel && o->sel[j] / f->chunk == cj; j++) {}
+            if (j - i > most) most = j - i;
+        }
+        f->out_rows = most;
+        ALLOC(f->sel, (size_t)o->nsel * sizeof(int64_t));
+        ALLOC(f->gath, (size_t)most * W * a);
+        if (o->want_logits && o->layer < 0) ALLOC(f->gath_logits, (size_t)most * c->vocab_size * sizeof(float));
+        if (be->upload(be, f->sel, o->sel, (size_t)o->nsel * sizeof(int64_t)) < 0) return -2;
+    }
+    if (f->out_rows > 0) {
+        if (o->want_logits && o->layer < 0) ALLOC(f->logits, ch * c->vocab_size * sizeof(float));
+        if (!(f->host_hidden = host_buf_alloc(be, (size_t)f->out_rows * W * sizeof(float)))) return -2;
+        if (o->want_logits && o->layer < 0 &&
+            !(f->host_logits = host_buf_alloc(be, (size_t)f->out_rows * c->vocab_size * sizeof(float))))
+            return -2;
+    }
+    if (o->npool > 0) {
+        const size_t nb = (size_t)o->npool * sizeof(int64_t), accb = (size_t)o->npool * W * sizeof(float);
+        ALLOC(f->pool_beg, nb);
+        ALLOC(f->pool_end, nb);
+        ALLOC(f->pool_acc, accb);
+        if (be->upload(be, f->pool_beg, o->pool_beg, nb) < 0 || be->upload(be, f->pool_end, o->pool_end, nb) < 0 ||
+            be->zero(be, f->pool_acc, accb) < 0)
+            return -2;
+        if (!(f->host_pool = host_buf_alloc(be, accb))) return -2;
+    }
 #undef ALLOC
-    f->host_hidden = md_malloc(ch * W * sizeof(float));
-    f->host_logits = md_malloc(ch * c->vocab_size * sizeof(float));
-    return f->host_hidden && f->host_logits ? 0 : -2;
+    return 0;
 }
 
 /* conv + x_proj + dt_proj for direction k of layer L on a chunk [r0, r0+nr) whose in_proj output
@@ -381,6 +431,96 @@ fail:
     return -2;
 }
 
+/* Checks the output options against a batch of n rows (logged). */
+static int check_out_opts(const md_backend_t *be, int64_t n, const md_forward_opts_t *o)
+{
+    if (o->rows != MD_ROWS_ALL && o->rows != MD_ROWS_NONE && o->rows != MD_ROWS_SELECTED) {
+        md_error("unknown row selection %d", (int)o->rows);
+        return -2;
+    }
+    if (o->rows == MD_ROWS_SELECTED) {
+        if (o->nsel < 0 || (o->nsel > 0 && !o->sel)) { md_error("selected rows: %lld rows but no list", (long long)o->nsel); return -2; }
+        for (int64_t i = 0; i < o->nsel; i++)
+            if (o->sel[i] < 0 || o->sel[i] >= n || (i > 0 && o->sel[i] <= o->sel[i - 1])) {
+                md_error("selected row %lld (%lld) is outside the batch of %lld rows or not increasing", (long long)i,
+                         (long long)o->sel[i], (long long)n);
+                return -2;
+            }
+        if (o->nsel > 0 && !be->gather_rows) { md_error("the %s backend cannot gather rows", be->name); return -2; }
+    }
+    if (o->npool < 0) { md_error("negative number of pooling segments (%d)", o->npool); return -2; }
+    if (o->npool > 0) {
+        if (!o->pool_beg || !o->pool_end || !o->emit_pool) { md_error("pooling segments without bounds or callback"); return -2; }
+        if (!be->pool_sum) { md_error("the %s backend cannot pool", be->name); return -2; }
+        for (int i = 0; i < o->npool; i++) {
+            int64_t b = o->pool_beg[i], e = o->pool_end[i];
+            if (b < 0 || e > n || b >= e || (i > 0 && (b < o->pool_beg[i - 1] || e < o->pool_end[i - 1]))) {
+                md_error("pooling segment %d [%lld, %lld) is empty, outside the batch of %lld rows, or out of order", i,
+                         (long long)b, (long long)e, (long long)n);
+                return -2;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The outputs of chunk [r0, r0+nr): src act [nr, W] holds its output hidden rows (final normed
+ * state or the asked layer's). Pooling sums, then the rows emit() gets. *sel_i and *pool_i walk
+ * the selected rows and the segments (both in row order). */
+static int chunk_outputs(md_model_t *m, fwd_t *f, const md_forward_opts_t *o, int64_t r0, int64_t nr, const void *src,
+                         int64_t *sel_i, int *pool_i, md_emit_fn emit, void *ud)
+{
+    md_backend_t *be = m->be;
+    const int W = m->width, V = m->cfg.vocab_size, logits = o->want_logits && o->layer < 0;
+    if (o->npool > 0) {
+        /* segments ending before the chunk are done; those from *pool_i beginning in it take a piece */
+        while (*pool_i < o->npool && o->pool_end[*pool_i] <= r0) (*pool_i)++;
+        int hi = *pool_i;
+        while (hi < o->npool && o->pool_beg[hi] < r0 + nr) hi++;
+        if (hi > *pool_i)
+            CHECK(be->pool_sum(be, nr, W, src, W, r0, hi - *pool_i, f->pool_beg + *pool_i, f->pool_end + *pool_i,
+                               f->pool_acc + (size_t)*pool_i * W));
+    }
+    if (o->rows == MD_ROWS_ALL) {
+        CHECK(be->download_act(be, f->host_hidden, src, nr * W));
+        if (logits) {
+            CHECK(be->gemm(be, nr, V, W, src, W, m->head, f->logits, V, 0, 1));
+            CHECK(be->download(be, f->host_logits, f->logits, (size_t)nr * V * sizeof(float)));
+        }
+        CHECK(be->sync(be));
+        if (emit && emit(ud, r0, nr, f->host_hidden, logits ? f->host_logits : NULL) < 0) goto fail;
+    } else if (o->rows == MD_ROWS_SELECTED) {
+        int64_t a = *sel_i, b = a;
+        while (b < o->nsel && o->sel[b] < r0 + nr) b++;
+        *sel_i = b;
+        if (b == a) return 0;
+        const int64_t k = b - a;
+        CHECK(be->gather_rows(be, k, W, src, W, r0, f->sel + a, f->gath, 0));
+        CHECK(be->download_act(be, f->host_hidden, f->gath, k * W));
+        if (logits) {
+            /* The head GEMM runs on the whole chunk, as for MD_ROWS_ALL, and the selected rows'
+             * logits are gathered after it: BLAS results for a row depend on the call's row
+             * count and the row's place in it, so a GEMM on the gathered rows would make a
+             * row's logits depend on which other rows are selected (scores would change with the
+             * batching of the input). With V columns this GEMM is small beside the layers; the
+             * saving is in the download. */
+            CHECK(be->gemm(be, nr, V, W, src, W, m->head, f->logits, V, 0, 1));
+            CHECK(be->gather_rows(be, k, V, f->logits, V, r0, f->sel + a, f->gath_logits, 1));
+            CHECK(be->download(be, f->host_logits, f->gath_logits, (size_t)k * V * sizeof(float)));
+        }
+        CHECK(be->sync(be));
+        for (int64_t i = 0, j; i < k && emit; i = j) {   /* one call per run of consecutive rows */
+            for (j = i + 1; j < k && o->sel[a + j] == o->sel[a + j - 1] + 1; j++) {}
+            if (emit(ud, o->sel[a + i], j - i, f->host_hidden + (size_t)i * W,
+                     logits ? f->host_logits + (size_t)i * V : NULL) < 0)
+                goto fail;
+        }
+    }
+    return 0;
+fail:
+    return -2;
+}
+
 int md_model_forward(md_model_t *m, const int32_t *ids, int64_t n, const int64_t *seq_off, int nseq,
                      const md_forward_opts_t *opts, md_emit_fn emit, void *ud)
 {
@@ -394,6 +534,7 @@ int md_model_forward(md_model_t *m, const int32_t *ids, int64_t n, const int64_t
         md_error("layer %d out of range (0..%d, or -1 for the final hidden state)", opts->layer, c->n_layer - 1);
         return -2;
     }
+    if (check_out_opts(be, n, opts) < 0) return -2;
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V) { md_error("token id %d at position %lld outside the vocabulary", ids[i], (long long)i); return -2; }
     fwd_t F;
@@ -411,30 +552,36 @@ int md_model_forward(md_model_t *m, const int32_t *ids, int64_t n, const int64_t
         }
     }
     starts[n] = 1;
-    CHECK(fwd_alloc(m, f, n));
+    CHECK(fwd_alloc(m, f, n, opts));
     CHECK(be->upload(be, f->ids, ids, n * sizeof(int32_t)));
     CHECK(be->upload(be, f->starts, starts, n + 1));
     CHECK(be->embed(be, n, W, f->ids, m->ecat, f->h));
     int nl = opts->layer >= 0 ? opts->layer : c->n_layer;
     for (int li = 0; li < nl; li++) CHECK(run_layer(m, f, li));
 
+    int64_t sel_i = 0;
+    int pool_i = 0;
     for (int64_t ci = 0; ci < f->nchunks; ci++) {
         int64_t r0 = ci * f->chunk, nr = f->n - r0 < f->chunk ? f->n - r0 : f->chunk;
-        const float *lg = NULL;
+        const void *src;
         if (opts->layer >= 0) {
-            CHECK(be->download_act(be, f->host_hidden, ACT(f->h, r0, W), nr * W));
+            src = ACT(f->h, r0, W);
         } else {
             CHECK(be->add_norm(be, nr, W, c->d_model, ACT(f->h, r0, W), f->res + r0 * W, NULL, f->u, m->norm_f_w,
                                m->norm_f_b, c->norm_eps, 0, c->rms_norm));
-            CHECK(be->download_act(be, f->host_hidden, f->u, nr * W));
-            if (opts->want_logits) {
-                CHECK(be->gemm(be, nr, V, W, f->u, W, m->head, f->logits, V, 0, 1));
-                CHECK(be->download(be, f->host_logits, f->logits, (size_t)nr * V * sizeof(float)));
-                lg = f->host_logits;
-            }
+            src = f->u;
         }
+        CHECK(chunk_outputs(m, f, opts, r0, nr, src, &sel_i, &pool_i, emit, ud));
+    }
+    if (opts->npool > 0) {
+        CHECK(be->download(be, f->host_pool, f->pool_acc, (size_t)opts->npool * W * sizeof(float)));
         CHECK(be->sync(be));
-        if (emit && emit(ud, r0, nr, f->host_hidden, lg) < 0) goto fail;
+        for (int i = 0; i < opts->npool; i++) {
+            const float len = (float)(opts->pool_end[i] - opts->pool_beg[i]);
+            float *row = f->host_pool + (size_t)i * W;
+            for (int j = 0; j < W; j++) row[j] /= len;
+        }
+        if (opts->emit_pool(ud, opts->npool, f->host_pool) < 0) goto fail;
     }
     ret = 0;
 fail:

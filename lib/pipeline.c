@@ -1,10 +1,12 @@
 /* pipeline.c: embed / predict over records (see pipeline.h). A record is cut into windows
  * ("units"); a unit is one packed sequence (forward strand) or two (forward + reverse complement,
  * for Caduceus-Ph/Mamba strand averaging). Units queue until the token budget is reached, then
- * one md_model_forward call runs them all; its emit callback walks the packed rows with a cursor
- * (rows arrive in order) and accumulates per unit: a mean (pool mean), a [len, D] or [len, 4]
- * buffer (per-base output of a two-pass unit), or writes rows straight through (one pass). Units
- * finish in queue order, so output rows follow the input order. */
+ * one md_model_forward call runs them all.
+ * Pool mean: each unit's rows (both passes, contiguous in the batch) are one pooling segment; the
+ * backend sums them and only the [units, width] means come back (pool_cb), no per-base rows.
+ * Per-base output: the emit callback walks the packed rows with a cursor (rows arrive in order)
+ * and fills a [len, D] or [len, 4] buffer (two-pass unit) or writes rows straight through (one
+ * pass). Units finish in queue order, so output rows follow the input order. */
 #include "pipeline.h"
 
 #include <errno.h>
@@ -412,7 +414,6 @@ typedef struct {
     uint8_t *codes;    /* [len] base codes (predict text only) */
     int64_t newb;      /* bases of the record first covered by this window (progress) */
     int npass;
-    double *sum;       /* pool mean accumulator [ncols] */
     float *buf;        /* two-pass per-base buffer [len, bufw] */
 } unit_t;
 
@@ -425,6 +426,8 @@ typedef struct {
     int64_t *seq_off;
     int *seq_unit;
     int nseq, mseq;
+    int64_t *pool_beg, *pool_end;   /* pool mean: rows of each unit [nu] */
+    int64_t mpool_beg, mpool_end;
 } batch_t;
 
 struct pl_s {
@@ -460,7 +463,6 @@ static void unit_free(unit_t *u)
     free(u->chrom);
     free(u->name);
     free(u->codes);
-    free(u->sum);
     free(u->buf);
     memset(u, 0, sizeof *u);
 }
@@ -528,6 +530,8 @@ static void batch_free(batch_t *b)
     free(b->ids);
     free(b->seq_off);
     free(b->seq_unit);
+    free(b->pool_beg);
+    free(b->pool_end);
 }
 
 static int wait_run(pl_t *p);
@@ -636,9 +640,7 @@ static int unit_rows(pl_t *p, unit_t *u, int pass, int64_t k0, int64_t k, const 
         const float *lg = logits ? logits + (size_t)j * p->V : NULL;
         if (p->o.task == PL_EMBED) {
             embed_cols(p, h, p->row);
-            if (p->o.pool == PL_POOL_MEAN) {
-                for (int c = 0; c < p->ncols; c++) u->sum[c] += p->row[c];
-            } else if (p->npass == 2) {
+            if (p->npass == 2) {
                 float *b = u->buf + (size_t)t * p->bufw;
                 if (pass == 0) memcpy(b, p->row, sizeof(float) * p->ncols);
                 else for (int c = 0; c < p->ncols; c++) b[c] += p->row[c];
@@ -668,12 +670,6 @@ static int unit_rows(pl_t *p, unit_t *u, int pass, int64_t k0, int64_t k, const 
 static int unit_finish(pl_t *p, unit_t *u)
 {
     int ret;
-    if (p->o.task == PL_EMBED && p->o.pool == PL_POOL_MEAN) {
-        double n = (double)u->len * u->npass;
-        for (int c = 0; c < p->ncols; c++) p->row[c] = (float)(u->sum[c] / n);
-        if ((ret = out_block(p, u, 1)) < 0) return ret;
-        return out_row(p, u, -1, p->row);
-    }
     if (p->npass != 2) return 0;   /* rows already written */
     for (int64_t t = 0; t < u->len; t++) {
         float *b = u->buf + (size_t)t * p->bufw;
@@ -718,8 +714,7 @@ static int emit_cb(void *ud, int64_t row0, int64_t nrows, const float *hidden, c
         int64_t k = seqlen - p->cur_pos;
         if (k > nrows - done) k = nrows - done;
         /* per-base output: the block (BED line) starts with the unit's first row */
-        if (pass == 0 && p->cur_pos == 0 && !(p->o.task == PL_EMBED && p->o.pool == PL_POOL_MEAN) &&
-            (ret = out_block(p, u, u->len)) < 0) {
+        if (pass == 0 && p->cur_pos == 0 && (ret = out_block(p, u, u->len)) < 0) {
             p->err = ret;
             return -1;
         }
@@ -739,7 +734,48 @@ static int emit_cb(void *ud, int64_t row0, int64_t nrows, const float *hidden, c
     return 0;
 }
 
-/* Runs the batch in p->run through the model (emit_cb writes its rows) and empties it. */
+/* Pool mean: the units' mean hidden rows [nu, width], in queue order. */
+static int pool_cb(void *ud, int nseg, const float *mean)
+{
+    pl_t *p = ud;
+    batch_t *r = &p->run;
+    int ret;
+    if (nseg != r->nu) {
+        md_error("the model returned %d pooled rows for %d windows", nseg, r->nu);
+        p->err = PL_EINTERNAL;
+        return -1;
+    }
+    for (int i = 0; i < r->nu; i++) {
+        embed_cols(p, mean + (size_t)i * p->width, p->row);
+        if ((ret = out_block(p, &r->u[i], 1)) < 0 || (ret = out_row(p, &r->u[i], -1, p->row)) < 0) {
+            p->err = ret;
+            return -1;
+        }
+    }
+    p->cur_seq = r->nseq;
+    p->next_row = r->nids;
+    return 0;
+}
+
+static int grow(void **a, int64_t *m, int64_t need, size_t size);
+
+/* Pool mean: one pooling segment per unit, its passes' rows [first row, next unit's first row). */
+static int pool_segments(batch_t *r)
+{
+    int ret;
+    if ((ret = grow((void **)&r->pool_beg, &r->mpool_beg, r->nu, sizeof(int64_t))) < 0 ||
+        (ret = grow((void **)&r->pool_end, &r->mpool_end, r->nu, sizeof(int64_t))) < 0)
+        return ret;
+    for (int s = 0, i = -1; s < r->nseq; s++)
+        if (s == 0 || r->seq_unit[s] != r->seq_unit[s - 1]) {
+            r->pool_beg[++i] = r->seq_off[s];
+            if (i > 0) r->pool_end[i - 1] = r->seq_off[s];
+        }
+    if (r->nu > 0) r->pool_end[r->nu - 1] = r->nids;
+    return 0;
+}
+
+/* Runs the batch in p->run through the model (emit_cb or pool_cb writes its rows) and empties it. */
 static int exec_run(pl_t *p)
 {
     batch_t *r = &p->run;
@@ -752,6 +788,18 @@ static int exec_run(pl_t *p)
     memset(&fo, 0, sizeof fo);
     fo.layer = p->o.task == PL_EMBED ? p->o.layer : -1;
     fo.want_logits = p->o.task == PL_PREDICT;
+    if (p->o.task == PL_EMBED && p->o.pool == PL_POOL_MEAN) {
+        int rp = pool_segments(r);
+        if (rp < 0) {
+            batch_clear(r);
+            return rp;
+        }
+        fo.rows = MD_ROWS_NONE;
+        fo.npool = r->nu;
+        fo.pool_beg = r->pool_beg;
+        fo.pool_end = r->pool_end;
+        fo.emit_pool = pool_cb;
+    }
     int ret = md_model_forward(p->m, r->ids, r->nids, r->seq_off, r->nseq, &fo, emit_cb, p);
     if (ret < 0) {
         ret = p->err ? p->err : PL_EINTERNAL;
@@ -918,10 +966,7 @@ int pl_add(pl_t *p, const md_seq_t *rec)
             if (!u->codes) { unit_free(u); return PL_EINTERNAL; }
             memcpy(u->codes, codes, w.len);
         }
-        if (p->o.task == PL_EMBED && p->o.pool == PL_POOL_MEAN) {
-            u->sum = md_calloc(p->ncols, sizeof(double));
-            if (!u->sum) { unit_free(u); return PL_EINTERNAL; }
-        } else if (p->npass == 2) {
+        if (!(p->o.task == PL_EMBED && p->o.pool == PL_POOL_MEAN) && p->npass == 2) {
             size_t n;
             if (md_mul_size((size_t)w.len, (size_t)p->bufw * sizeof(float), &n) < 0 ||
                 !(u->buf = md_malloc(n))) {

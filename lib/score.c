@@ -12,10 +12,13 @@
  * reverse-complemented genome swaps the passes exactly). For RC-equivariant (PS) models a minus
  * window that is the exact reverse complement of its plus window is not run: its outputs equal
  * the plus window's read backwards with complemented bases.
- * When batch_size windows are queued, one md_model_forward call runs them; its emit callback walks
- * the packed rows in order with a window cursor and a probe cursor (probes sorted by row) and
- * accumulates pooled hidden states (D doubles per window), log-likelihoods and the log-probs of
- * A/C/G/T at probe rows. Then every queued item gets its values and is emitted in input order. */
+ * When batch_size windows are queued, one md_model_forward call runs them. Only the rows that
+ * need logits are computed and downloaded (MD_ROWS_SELECTED): probe rows, and every row of a
+ * causal window; its emit callback walks them in order with a window cursor and a probe cursor
+ * (probes sorted by row) and accumulates log-likelihoods and the log-probs of A/C/G/T at probe
+ * rows. The windows of MAMBA_EMBDIST are pooling segments: the backend returns their mean hidden
+ * states (pool_cb keeps D values per window). Then every queued item gets its values and is
+ * emitted in input order. */
 #define _GNU_SOURCE  /* qsort_r */
 #include "score.h"
 
@@ -44,7 +47,7 @@ KHASH_MAP_INIT_INT64(site, int)
 typedef struct {
     int64_t off, len;   /* rows of the packed batch */
     int emb, causal;    /* accumulate the pooled hidden state / the sequence log-likelihood */
-    int64_t hs;         /* offset of its D accumulators in s->hsum */
+    int64_t hs;         /* offset of its D mean values in s->hsum */
     double ll;
 } win_t;
 
@@ -109,6 +112,10 @@ struct sc_s {
     int64_t *seq_off;
     double *hsum;
     int64_t nhs, mhs;
+    int64_t *sel;                 /* rows whose logits the batch needs [nsel] */
+    int64_t nsel, msel;
+    int64_t *pool_beg, *pool_end; /* MAMBA_EMBDIST windows' rows [npool] */
+    int npool, mpool;
     khash_t(site) *sites;
     int (*sitep)[2];
     int nsite, msite;
@@ -298,6 +305,9 @@ void sc_destroy(sc_t *s)
     free(s->ids);
     free(s->seq_off);
     free(s->hsum);
+    free(s->sel);
+    free(s->pool_beg);
+    free(s->pool_end);
     if (s->sites) kh_destroy(site, s->sites);
     free(s->sitep);
     free(s->vals);
@@ -713,23 +723,16 @@ static void logp4(const sc_t *s, const float *lg, float lp[4])
     for (int b = 0; b < 4; b++) lp[b] = (float)(l[b] - lse);
 }
 
+/* Selected rows [row0, row0+nrows) (probe rows, causal windows), in row order. */
 static int on_rows(void *ud, int64_t row0, int64_t nrows, const float *hidden, const float *logits)
 {
     sc_t *s = ud;
-    const int D = s->D, W2 = s->width, comb = s->ps && s->o.rc == SC_RC_AVERAGE;
+    (void)hidden;
     for (int64_t r = 0; r < nrows; r++) {
         int64_t g = row0 + r;
         while (s->wcur < s->nwin - 1 && g >= s->wins[s->wcur].off + s->wins[s->wcur].len) s->wcur++;
         win_t *w = &s->wins[s->wcur];
-        const float *h = hidden + r * W2;
         const float *lg = logits ? logits + r * s->V : NULL;
-        if (w->emb) {
-            double *acc = s->hsum + w->hs;
-            if (comb)
-                for (int j = 0; j < D; j++) acc[j] += 0.5 * ((double)h[j] + h[2 * D - 1 - j]);
-            else
-                for (int j = 0; j < D; j++) acc[j] += h[j];
-        }
         if (w->causal && lg) {
             int64_t t = g - w->off;
             if (t + 1 < w->len) {
@@ -749,6 +752,71 @@ static int on_rows(void *ud, int64_t row0, int64_t nrows, const float *hidden, c
             for (int b = 0; b < 4; b++) p->lp[b] = p->comp ? lp[3 - b] : lp[b];
         }
     }
+    return 0;
+}
+
+/* The mean hidden states [npool, width] of the MAMBA_EMBDIST windows, in window order: D values
+ * per window (PS halves combined with --rc average). */
+static int pool_cb(void *ud, int nseg, const float *mean)
+{
+    sc_t *s = ud;
+    const int D = s->D, W2 = s->width, comb = s->ps && s->o.rc == SC_RC_AVERAGE;
+    int k = 0;
+    for (int i = 0; i < s->nwin; i++) {
+        const win_t *w = &s->wins[i];
+        if (!w->emb) continue;
+        if (k >= nseg) break;
+        const float *h = mean + (size_t)k++ * W2;
+        double *v = s->hsum + w->hs;
+        if (comb)
+            for (int j = 0; j < D; j++) v[j] = 0.5 * ((double)h[j] + h[2 * D - 1 - j]);
+        else
+            for (int j = 0; j < D; j++) v[j] = h[j];
+    }
+    if (k != nseg) {
+        md_error("the model returned %d pooled rows for %d embedding windows", nseg, k);
+        return -1;
+    }
+    return 0;
+}
+
+/* The rows whose logits the batch needs (probe rows and causal windows' rows, sorted, distinct)
+ * into s->sel, and the MAMBA_EMBDIST windows as pooling segments. */
+static int plan_outputs(sc_t *s)
+{
+    int64_t need = s->nprobe;
+    s->npool = 0;
+    for (int i = 0; i < s->nwin; i++) {
+        if (s->wins[i].causal) need += s->wins[i].len;
+        if (s->wins[i].emb) s->npool++;
+    }
+    if (grow(&s->sel, &s->msel, need > 0 ? need : 1, sizeof *s->sel) < 0 ||
+        growi(&s->pool_beg, &s->mpool, s->npool > 0 ? s->npool : 1, sizeof *s->pool_beg) < 0)
+        return SC_EINTERNAL;
+    int mp = s->mpool > 0 ? s->mpool : 1;
+    int64_t *pe = md_realloc(s->pool_end, (size_t)mp * sizeof *pe);
+    if (!pe) return SC_EINTERNAL;
+    s->pool_end = pe;
+    /* merge: windows in row order, probes sorted by row (porder) */
+    int64_t n = 0, pi = 0;
+    int k = 0;
+    for (int i = 0; i <= s->nwin; i++) {
+        const int64_t lim = i < s->nwin ? s->wins[i].off : INT64_MAX;
+        for (; pi < s->nprobe && s->probes[s->porder[pi]].row < lim; pi++) {
+            int64_t r = s->probes[s->porder[pi]].row;
+            if (n == 0 || s->sel[n - 1] < r) s->sel[n++] = r;
+        }
+        if (i == s->nwin) break;
+        const win_t *w = &s->wins[i];
+        if (w->emb) {
+            s->pool_beg[k] = w->off;
+            s->pool_end[k++] = w->off + w->len;
+        }
+        if (w->causal)
+            for (int64_t r = w->off; r < w->off + w->len; r++)
+                if (n == 0 || s->sel[n - 1] < r) s->sel[n++] = r;
+    }
+    s->nsel = n;
     return 0;
 }
 
@@ -773,7 +841,10 @@ static int run_forward(sc_t *s)
     for (int i = 0; i < s->nprobe; i++) po[i] = i;
     qsort_r(po, s->nprobe, sizeof *po, cmp_probe, s->probes);
     s->wcur = s->pcur = 0;
-    md_forward_opts_t fo = { .layer = -1, .want_logits = 1 };
+    if (plan_outputs(s) < 0) return SC_EINTERNAL;
+    md_forward_opts_t fo = { .layer = -1, .want_logits = 1, .rows = MD_ROWS_SELECTED, .nsel = s->nsel, .sel = s->sel,
+                             .npool = s->npool, .pool_beg = s->pool_beg, .pool_end = s->pool_end,
+                             .emit_pool = pool_cb };
     double t0 = md_realtime();
     int r = md_model_forward(s->m, s->ids, s->ntok, off, s->nwin, &fo, on_rows, s);
     s->st.t_forward += md_realtime() - t0;
@@ -794,7 +865,7 @@ static void pair_mean(const sc_t *s, const int win[2], double *v)
         if (win[k] < 0) continue;
         const win_t *w = &s->wins[win[k]];
         const double *h = s->hsum + w->hs;
-        for (int j = 0; j < s->D; j++) v[j] += h[j] / (double)w->len;
+        for (int j = 0; j < s->D; j++) v[j] += h[j];
         n++;
     }
     if (n > 1)

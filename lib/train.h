@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "dist.h"
 #include "params.h"
 #include "tokenizer.h"
 #include "train_ops.h"
@@ -171,6 +172,13 @@ typedef struct {
     int scan_chunk;              /* 0: the ops' default */
     int recompute_scan;          /* md_train_opts_t.recompute_scan */
     int64_t inject_nan_at;       /* test hook: report a NaN loss at this update (0: never) */
+    /* data parallelism (dist.h): every rank runs md_trainer_run with the same options; rank r
+     * computes its share of each update's sequences (md_dist_seq_index), the gradients are
+     * summed over the ranks before the optimizer step, and only rank 0 writes files, validates
+     * and reports progress */
+    md_dist_t *dist;             /* a group made by the caller (not owned), or NULL */
+    const unsigned char *nccl_id;   /* or: join the NCCL group of this id (MD_NCCL_ID_BYTES) */
+    int rank, nranks;            /* with nccl_id: this rank of nranks (0 of 1 by default) */
 } md_trainer_opts_t;
 
 void md_trainer_opts_init(md_trainer_opts_t *o);
@@ -189,12 +197,14 @@ typedef struct {
 
 typedef void (*md_trainer_progress_fn)(void *ud, const md_trainer_progress_t *p);
 
-/* Runs (or resumes) training into o->outdir: config.json, model.safetensors, train_state.bin
+/* Runs (or resumes) training into o->outdir (created only after the options, inputs and
+ * model were found good): config.json, model.safetensors, train_state.bin
  * (parameters, AdamW moments, step; what --resume reads), train_args.json (the options a
  * resume must repeat) and train.tsv (step, tokens, lr, train_loss, train_acc, val_loss,
  * val_acc, grad_norm, elapsed_s). Every file is written atomically. progress is called after
  * every update (may be NULL). 0 on success; -3 when the loss or gradient became NaN/inf
- * (logged; the last checkpoint is kept); < -1 on other errors (logged). */
+ * (logged; the last checkpoint is kept); -4 when the data-parallel group failed (NCCL init or
+ * an all-reduce; another rank's failure); < -1 on other errors (logged). */
 int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, void *ud);
 
 #endif

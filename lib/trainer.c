@@ -7,7 +7,12 @@
  * exactly the sequences an uninterrupted run would. Validation tiles the held-out pieces with
  * fixed windows and fixed masks. Checkpoints: train_state.bin (parameters, AdamW moments, step,
  * tokens, elapsed time, checksum), model.safetensors and config.json (Hugging Face layout), each
- * written to a temporary name and renamed. train.tsv gets one line per update. */
+ * written to a temporary name and renamed. train.tsv gets one line per update.
+ * Data parallelism (dist.h): rank r of N computes the r-th block of each update's global
+ * sequences (md_dist_seq_index; N = 1 gives the order above), the loss normaliser (sum of the
+ * weights), the loss statistics and the gradients are summed over the ranks, so every rank takes
+ * the same optimizer step as one process with N-fold accumulation; rank 0 alone writes files,
+ * validates and reports. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -50,6 +55,7 @@ void md_trainer_opts_init(md_trainer_opts_t *o)
     o->val_every = 100;
     o->save_every = 500;
     o->device = "cpu";
+    o->nranks = 1;
 }
 
 int md_trainer_opts_check(const md_trainer_opts_t *o)
@@ -80,6 +86,12 @@ int md_trainer_opts_check(const md_trainer_opts_t *o)
         if (o->d_state < 1 || o->d_state > 64) BAD("--d-state %d out of range (1..64)", o->d_state);
         if (o->expand < 1 || o->expand > 16) BAD("--expand %d out of range (1..16)", o->expand);
     }
+    if (o->dist && o->nccl_id) BAD("give a data-parallel group or an NCCL id, not both");
+    if (o->nranks < 1 || o->nranks > 4096 || o->rank < 0 || o->rank >= o->nranks)
+        BAD("rank %d of %d ranks out of range", o->rank, o->nranks);
+    if (o->nranks > 1 && !o->nccl_id) BAD("%d ranks but no NCCL group id", o->nranks);
+    if (o->nccl_id && (!o->device || (strcmp(o->device, "cuda") && strcmp(o->device, "gpu"))))
+        BAD("multi-GPU training (--gpus, --nccl) needs -d cuda, not -d %s", o->device ? o->device : "(none)");
     if (o->variant == MD_VARIANT_MAMBA && o->rc_aug == 1) md_warn("reverse-complement augmentation with a causal model");
     return 0;
 #undef BAD
@@ -470,6 +482,7 @@ static json_t *args_json(const md_trainer_opts_t *o)
     json_object_set_new(r, "rc_aug", json_integer(o->rc_aug));
     json_object_set_new(r, "max_n_frac", json_real(o->max_n_frac));
     json_object_set_new(r, "val_windows", json_integer(o->val_windows));
+    json_object_set_new(r, "ranks", json_integer(o->dist ? o->dist->nranks : o->nranks));
     return r;
 }
 
@@ -494,6 +507,7 @@ static int args_check(const char *path, json_t *now)
         json_t *w = json_object_get(then, key);
         if (w && json_equal(v, w)) continue;
         if (w && json_is_number(v) && json_is_number(w) && json_number_value(v) == json_number_value(w)) continue;
+        if (!w && !strcmp(key, "ranks") && json_integer_value(v) == 1) continue;   /* runs from before --gpus */
         char *a = json_dumps(w ? w : json_null(), JSON_ENCODE_ANY | JSON_COMPACT), *b = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
         md_error("--resume: option '%s' was %s in the interrupted run but is %s now (give the same options)", key,
                  a ? a : "?", b ? b : "?");
@@ -617,6 +631,12 @@ static int new_config(md_config_t *c, const md_trainer_opts_t *o)
     return md_config_finish(c, "new model");
 }
 
+/* Sums n host doubles over the ranks (nothing to do for one process without a group). */
+static int dist_sum_host(md_dist_t *dist, double *v, int n)
+{
+    return dist ? dist->sum_host_f64(dist, v, n) : 0;
+}
+
 int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, void *ud)
 {
     int ret = -2;
@@ -625,6 +645,7 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
     md_backend_t *be = NULL;
     md_train_t *t = NULL;
     md_weights_t *w = NULL;
+    md_dist_t *dist = o->dist, *own_dist = NULL;
     json_t *args = NULL;
     FILE *logf = NULL;
     mb_t *mbs = NULL, vmb;
@@ -633,9 +654,10 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
     if (md_trainer_opts_check(o) < 0) return -2;
     const int accum = o->grad_accum, B = o->batch;
     const int64_t L = o->seq_len;
+    const int rank = dist ? dist->rank : o->rank, nranks = dist ? dist->nranks : o->nranks;
+    const int writer = rank == 0;   /* files, validation, progress */
 
-    /* folder, options, model */
-    if (mkdir_p(o->outdir) < 0) { md_error("%s: cannot create the output folder: %s", o->outdir, strerror(errno)); return -2; }
+    /* options, model and data are checked before anything is written */
     args = args_json(o);
     snprintf(path, sizeof path, "%s/train_state.bin", o->outdir);
     int have_state = access(path, F_OK) == 0;
@@ -675,8 +697,9 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
 
     /* data */
     if (data_load(&D, o) < 0) goto out;
-    md_info("training data: %d pieces, %lld bases; validation: %d windows from %lld held-out bases", D.ntr,
-            (long long)D.tr_bases, D.nvw, (long long)D.va_bases);
+    if (writer)
+        md_info("training data: %d pieces, %lld bases; validation: %d windows from %lld held-out bases", D.ntr,
+                (long long)D.tr_bases, D.nvw, (long long)D.va_bases);
 
     if (!(be = md_backend_open(o->device ? o->device : "cpu", o->precision, o->threads))) goto out;
     if (o->device && !strcmp(o->device, "auto") && strcmp(be->name, "cpu") != 0 &&
@@ -687,19 +710,26 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
     }
     md_train_opts_t to = { .scan_chunk = o->scan_chunk, .recompute_scan = o->recompute_scan };
     if (!(t = md_train_create(w, be, &to))) goto out;
+    if (o->nccl_id) {   /* blocks until every rank has got this far */
+        if (!(dist = own_dist = md_dist_nccl_create(be, o->nccl_id, o->rank, o->nranks))) { ret = -4; goto out; }
+    }
     run_state_t rs = { 0, 0, 0.0 };
     if (o->resume) {
         snprintf(path, sizeof path, "%s/train_state.bin", o->outdir);
         if (state_load(path, &rs, t) < 0) goto out;
-        md_info("resuming at update %lld of %lld", (long long)rs.step, (long long)o->steps);
-    } else {
-        snprintf(path, sizeof path, "%s/train_args.json", o->outdir);
-        if (args_save(path, args) < 0) goto out;
-        snprintf(path, sizeof path, "%s/config.json", o->outdir);
-        if (md_config_save(&cfg, path) < 0) goto out;
+        if (writer) md_info("resuming at update %lld of %lld", (long long)rs.step, (long long)o->steps);
     }
-    snprintf(path, sizeof path, "%s/train.tsv", o->outdir);
-    if (!(logf = log_open(path, rs.step, o->resume))) goto out;
+    if (writer) {
+        if (mkdir_p(o->outdir) < 0) { md_error("%s: cannot create the output folder: %s", o->outdir, strerror(errno)); goto out; }
+        if (!o->resume) {
+            snprintf(path, sizeof path, "%s/train_args.json", o->outdir);
+            if (args_save(path, args) < 0) goto out;
+            snprintf(path, sizeof path, "%s/config.json", o->outdir);
+            if (md_config_save(&cfg, path) < 0) goto out;
+        }
+        snprintf(path, sizeof path, "%s/train.tsv", o->outdir);
+        if (!(logf = log_open(path, rs.step, o->resume))) goto out;
+    }
 
     md_optim_t opt = o->optim;
     opt.total = o->steps;
@@ -708,11 +738,13 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
     for (int m = 0; m < accum; m++)
         if (mb_alloc(&mbs[m], B, L) < 0) goto out;
     const int64_t end = o->stop_after > 0 ? o->stop_after : o->steps;
+    const int64_t tokens_per_update = (int64_t)B * accum * L * nranks;
     const double t_start = md_realtime(), elapsed0 = rs.elapsed;
     const int64_t step0 = rs.step;
     double vloss = NAN, vacc = NAN;
-    if (!o->resume && D.nvw) {
-        if (mb_alloc(&vmb, B, L) < 0 || validate(t, &D, &oo, voc, &vmb, &vloss, &vacc) < 0) goto out;
+    if (writer && D.nvw && mb_alloc(&vmb, B, L) < 0) goto out;
+    if (writer && !o->resume && D.nvw) {
+        if (validate(t, &D, &oo, voc, &vmb, &vloss, &vacc) < 0) goto out;
         fprintf(logf, "0\t0\t%.6g\tNA\tNA\t%.6f\t%.6f\tNA\t0.0\n", md_lr_at(&opt, 0), vloss, vacc);
         fflush(logf);
         if (progress) {
@@ -720,16 +752,15 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
                                         .val_loss = vloss, .val_acc = vacc };
             progress(ud, &p);
         }
-    } else if (D.nvw && mb_alloc(&vmb, B, L) < 0) {
-        goto out;
     }
+    const md_weights_t *tab = md_train_table(t);
     for (int64_t s = rs.step; s < end; s++) {
-        /* the step's sequences */
+        /* this rank's share of the update's sequences */
         double sw = 0;
         for (int m = 0; m < accum; m++) {
             mb_t *mb = &mbs[m];
             for (int b = 0; b < B; b++) {
-                uint64_t g = (uint64_t)s * B * accum + (uint64_t)m * B + b;
+                uint64_t g = md_dist_seq_index(s, nranks, rank, accum, B, m, b);
                 int rc = rc_aug && (md_rng_u64(o->seed ^ SALT_RC, g, 0) & 1);
                 sample_window(&D, o, g, rc, mb->codes);
                 if (md_mlm_make(&mlm, voc, o->seed, g, mb->codes, L, 0, mb->ids + b * L, mb->tg + b * L, mb->wt + b * L) < 0)
@@ -739,6 +770,8 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
             mb->off[B] = B * L;
             for (int64_t i = 0; i < mb->n; i++) if (mb->tg[i] != MD_IGNORE) sw += mb->wt[i];
         }
+        /* the loss is the mean over the targets of every rank */
+        if (dist_sum_host(dist, &sw, 1) < 0) { ret = -4; goto out; }
         if (md_train_zero_grad(t) < 0) goto out;
         double st[MD_NSTATS] = { 0 }, gnorm = NAN;
         const double lr = md_lr_at(&opt, s);
@@ -748,30 +781,41 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
                                  .seq_off = mbs[m].off, .nseq = B };
                 if (md_train_forward_backward(t, &b, (float)(1.0 / sw), st) < 0) goto out;
             }
-        } else {
+            if (dist) {   /* gradients of sum_ranks (1/sw) sum w CE: the same step on every rank */
+                float *P, *G, *M, *V;
+                md_train_slabs(t, &P, &G, &M, &V);
+                if (dist_sum_host(dist, st, MD_NSTATS) < 0 || dist->sum_f32(dist, G, tab->numel) < 0) {
+                    ret = -4;
+                    goto out;
+                }
+            }
+        } else if (writer) {
             md_warn("update %lld: no position with a target in the batch; update skipped", (long long)s + 1);
         }
         double loss = st[1] > 0 ? st[0] / st[1] : NAN, acc = st[1] > 0 ? st[2] / st[1] : NAN;
         if (o->inject_nan_at == s + 1) loss = NAN;   /* test hook */
         if (sw > 0 && !isfinite(loss)) {
-            md_error("non-finite training loss (%g) at update %lld; stopping. The last checkpoint (update %lld) is "
-                     "kept in %s; resume from it with --resume (perhaps after lowering --lr)",
-                     loss, (long long)s + 1, (long long)rs.step, o->outdir);
+            if (writer)
+                md_error("non-finite training loss (%g) at update %lld; stopping. The last checkpoint (update %lld) is "
+                         "kept in %s; resume from it with --resume (perhaps after lowering --lr)",
+                         loss, (long long)s + 1, (long long)rs.step, o->outdir);
             ret = -3;
             goto out;
         }
         if (sw > 0) {
             int u = md_train_update(t, &opt, s, &gnorm);
             if (u == -1) {
-                md_error("non-finite gradient norm at update %lld; stopping. The last checkpoint (update %lld) is kept "
-                         "in %s", (long long)s + 1, (long long)rs.step, o->outdir);
+                if (writer)
+                    md_error("non-finite gradient norm at update %lld; stopping. The last checkpoint (update %lld) is "
+                             "kept in %s", (long long)s + 1, (long long)rs.step, o->outdir);
                 ret = -3;
                 goto out;
             }
             if (u < 0) goto out;
         }
         rs.step = s + 1;
-        rs.tokens += (int64_t)B * accum * L;
+        rs.tokens += tokens_per_update;
+        if (!writer) continue;
         const int do_val = D.nvw && ((o->val_every > 0 && rs.step % o->val_every == 0) || rs.step == o->steps);
         const int do_ckpt = (o->save_every > 0 && rs.step % o->save_every == 0) || rs.step == end;
         if (do_val && validate(t, &D, &oo, voc, &vmb, &vloss, &vacc) < 0) goto out;
@@ -793,18 +837,20 @@ int md_trainer_run(const md_trainer_opts_t *o, md_trainer_progress_fn progress, 
             md_trainer_progress_t p = { .step = rs.step, .steps = o->steps, .tokens = rs.tokens, .lr = lr, .loss = loss,
                                         .acc = acc, .gnorm = gnorm, .val = do_val, .val_loss = vloss, .val_acc = vacc,
                                         .checkpoint = do_ckpt };
-            p.tok_per_s = dt > 0 ? (double)done * B * accum * L / dt : 0;
+            p.tok_per_s = dt > 0 ? (double)done * tokens_per_update / dt : 0;
             p.eta_s = done > 0 ? dt / done * (double)(o->steps - rs.step) : 0;
             progress(ud, &p);
         }
     }
     ret = 0;
 out:
+    if (ret < 0 && dist) dist->abort(dist);   /* peers waiting in a sum fail instead of hanging */
     mb_free(&vmb);
     if (mbs) for (int m = 0; m < accum; m++) mb_free(&mbs[m]);
     free(mbs);
     if (logf && fclose(logf) != 0 && ret == 0) { md_error("%s/train.tsv: write failed", o->outdir); ret = -2; }
     json_decref(args);
+    if (own_dist) own_dist->destroy(own_dist);
     md_train_free(t);
     md_weights_free(w);
     if (be) be->destroy(be);

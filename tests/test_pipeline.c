@@ -2,7 +2,10 @@
  * memory (Ph, PS, Mamba): output rows and BED blocks do not depend on the token budget of a
  * packed batch; Ph strand averaging equals the mean of the forward pass and the flipped
  * reverse-complement pass; PS combining of halves; probabilities sum to one; pooled rows are the
- * mean of per-base rows; option checks; a failed output leaves no files behind. */
+ * mean of per-base rows; option checks; a failed output leaves no files behind. The forward
+ * pass's output options (model.h) against its full per-row output: backend-pooled segment means
+ * (crossing position chunks, overlapping) equal host means, selected rows equal the full rows,
+ * bad options are refused; embed's pooled windows equal the means of its per-base rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -329,6 +332,216 @@ static void test_planted_link(void **state)
     be->destroy(be);
 }
 
+/* --- forward output options (model.h): pooling on the backend, selected rows ------------------- */
+
+typedef struct {
+    int64_t n;
+    int W, V;
+    float *hidden, *logits;   /* [n, W], [n, V] filled by rows_cb */
+    int64_t calls, rows_seen, last_row;
+    float *mean;              /* [npool, W] from pool_cb */
+    int npool, pool_calls;
+} capture_t;
+
+static int rows_cb(void *ud, int64_t row0, int64_t nrows, const float *hidden, const float *logits)
+{
+    capture_t *c = ud;
+    assert_true(row0 > c->last_row);
+    assert_true(row0 + nrows <= c->n);
+    memcpy(c->hidden + row0 * c->W, hidden, (size_t)nrows * c->W * sizeof(float));
+    if (logits) memcpy(c->logits + row0 * c->V, logits, (size_t)nrows * c->V * sizeof(float));
+    c->calls++;
+    c->rows_seen += nrows;
+    c->last_row = row0 + nrows - 1;
+    return 0;
+}
+
+static int pool_cb(void *ud, int nseg, const float *mean)
+{
+    capture_t *c = ud;
+    c->pool_calls++;
+    c->npool = nseg;
+    c->mean = malloc((size_t)nseg * c->W * sizeof(float));
+    memcpy(c->mean, mean, (size_t)nseg * c->W * sizeof(float));
+    return 0;
+}
+
+static void capture_init(capture_t *c, int64_t n, int W, int V)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    c->W = W;
+    c->V = V;
+    c->last_row = -1;
+    c->hidden = calloc((size_t)n * W, sizeof(float));
+    c->logits = calloc((size_t)n * V, sizeof(float));
+}
+
+static void capture_free(capture_t *c)
+{
+    free(c->hidden);
+    free(c->logits);
+    free(c->mean);
+}
+
+/* Pooled means from the backend (fp32 sums, chunk by chunk) against double means of the full
+ * per-row output: |diff| <= 2e-6 (1 + |mean|) per value. Selected rows: hidden rows and logits
+ * bitwise equal to the full output's (copies of the same values). Position chunks of 13 rows so that segments and runs of selected rows
+ * cross chunk edges; Ph, PS and Mamba; final state and a middle layer. */
+static void test_forward_outputs(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(2);
+    be->chunk = 13;
+    enum { N = 100 };
+    int32_t ids[N];
+    uint32_t seed = 77;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ids[i] = 7 + (int)((seed >> 24) % 5);
+    }
+    const int64_t seq_off[] = { 0, 30, 31, 64, N };
+    /* overlapping (begins and ends non-decreasing), crossing chunks and sequences, one row long */
+    const int64_t pbeg[] = { 0, 3, 12, 13, 40, 41, 50 }, pend[] = { 5, 27, 30, 40, 41, 99, N };
+    const int npool = 7;
+    const int64_t sel[] = { 0, 1, 2, 12, 13, 14, 25, 26, 27, 64, 99 };
+    const int nsel = 11;
+    for (int variant = 0; variant < 3; variant++) {
+        md_model_t *m = small_model(be, variant == 2, variant == 1);
+        const int W = md_model_width(m), V = md_model_config(m)->vocab_size;
+        for (int layer = -1; layer <= 1; layer += 2) {
+            capture_t full, pooled, part;
+            capture_init(&full, N, W, V);
+            md_forward_opts_t fo = { .layer = layer, .want_logits = layer < 0 };
+            assert_int_equal(md_model_forward(m, ids, N, seq_off, 4, &fo, rows_cb, &full), 0);
+            assert_int_equal(full.rows_seen, N);
+            /* pooling only: no per-row output */
+            capture_init(&pooled, N, W, V);
+            md_forward_opts_t po = { .layer = layer, .rows = MD_ROWS_NONE, .npool = npool, .pool_beg = pbeg,
+                                     .pool_end = pend, .emit_pool = pool_cb };
+            assert_int_equal(md_model_forward(m, ids, N, seq_off, 4, &po, rows_cb, &pooled), 0);
+            assert_int_equal(pooled.calls, 0);
+            assert_int_equal(pooled.pool_calls, 1);
+            assert_int_equal(pooled.npool, npool);
+            for (int i = 0; i < npool; i++)
+                for (int j = 0; j < W; j++) {
+                    double mu = 0;
+                    for (int64_t r = pbeg[i]; r < pend[i]; r++) mu += full.hidden[r * W + j];
+                    mu /= (double)(pend[i] - pbeg[i]);
+                    assert_true(fabs(mu - pooled.mean[i * W + j]) <= 2e-6 * (1 + fabs(mu)));
+                }
+            /* selected rows (with pooling at the same time) */
+            capture_init(&part, N, W, V);
+            md_forward_opts_t so = po;
+            so.want_logits = layer < 0;
+            so.rows = MD_ROWS_SELECTED;
+            so.nsel = nsel;
+            so.sel = sel;
+            assert_int_equal(md_model_forward(m, ids, N, seq_off, 4, &so, rows_cb, &part), 0);
+            assert_int_equal(part.rows_seen, nsel);
+            /* runs split at chunk edges: {0-2} {12} {13,14} {25} {26,27} {64} {99} */
+            assert_int_equal(part.calls, 7);
+            assert_int_equal(part.pool_calls, 1);
+            assert_memory_equal(part.mean, pooled.mean, (size_t)npool * W * sizeof(float));
+            for (int k = 0; k < nsel; k++) {
+                assert_memory_equal(part.hidden + sel[k] * W, full.hidden + sel[k] * W, (size_t)W * sizeof(float));
+                if (layer < 0)
+                    assert_memory_equal(part.logits + sel[k] * V, full.logits + sel[k] * V, (size_t)V * sizeof(float));
+            }
+            capture_free(&full);
+            capture_free(&pooled);
+            capture_free(&part);
+        }
+        /* refused: rows not increasing, an empty segment, a nested segment, a row outside */
+        int lvl = md_log_level;
+        md_log_level = MD_LOG_OFF;
+        capture_t c;
+        capture_init(&c, N, W, V);
+        const int64_t bad_sel[] = { 3, 3 }, out_sel[] = { N };
+        const int64_t eb[] = { 4 }, ee[] = { 4 }, nb[] = { 0, 2 }, ne[] = { 50, 10 };
+        md_forward_opts_t bo = { .layer = -1, .rows = MD_ROWS_SELECTED, .nsel = 2, .sel = bad_sel };
+        assert_true(md_model_forward(m, ids, N, seq_off, 4, &bo, rows_cb, &c) < 0);
+        bo.nsel = 1;
+        bo.sel = out_sel;
+        assert_true(md_model_forward(m, ids, N, seq_off, 4, &bo, rows_cb, &c) < 0);
+        md_forward_opts_t bp = { .layer = -1, .rows = MD_ROWS_NONE, .npool = 1, .pool_beg = eb, .pool_end = ee,
+                                 .emit_pool = pool_cb };
+        assert_true(md_model_forward(m, ids, N, seq_off, 4, &bp, rows_cb, &c) < 0);
+        bp.npool = 2;
+        bp.pool_beg = nb;
+        bp.pool_end = ne;
+        assert_true(md_model_forward(m, ids, N, seq_off, 4, &bp, rows_cb, &c) < 0);
+        assert_int_equal(c.calls + c.pool_calls, 0);
+        capture_free(&c);
+        md_log_level = lvl;
+        md_model_free(m);
+    }
+    be->destroy(be);
+}
+
+/* embed --pool mean (segment means on the backend) against the means of embed --pool none's
+ * per-base rows, window by window: several records, overlapping windows, both strands (Ph, Mamba:
+ * two passes per window; PS: combined halves), position chunks of 7 rows, one window per batch
+ * and all in one. |diff| <= 2e-6 (1 + |mean|). */
+static void test_pool_windows(void **state)
+{
+    (void)state;
+    md_backend_t *be = md_backend_cpu_open(2);
+    be->chunk = 7;
+    static const int64_t lens[] = { 1, 37, 300, 129 };
+    md_seq_t recs[4];
+    for (int i = 0; i < 4; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "p%d", i);
+        make_seq(&recs[i], nm, lens[i], 31 + i);
+    }
+    for (int variant = 0; variant < 3; variant++) {
+        md_model_t *m = small_model(be, variant == 2, variant == 1);
+        for (int raw = 0; raw < 2; raw++) {
+            pl_opts_t o;
+            pl_opts_init(&o, PL_EMBED);
+            o.window = 50;
+            o.stride = 30;
+            o.raw = raw;
+            o.pool = PL_POOL_NONE;
+            int64_t nrow, prow;
+            int ncol, pcol;
+            static char bed[65536], pbed[16384];
+            float *per = run(m, &o, recs, 4, "mean_none.npy", &nrow, &ncol, bed, sizeof bed);
+            for (int b = 0; b < 2; b++) {
+                o.pool = PL_POOL_MEAN;
+                o.batch_tokens = b ? 1 << 20 : 1;
+                float *pm = run(m, &o, recs, 4, "mean_pool.npy", &prow, &pcol, pbed, sizeof pbed);
+                assert_int_equal(pcol, ncol);
+                /* per-base blocks in order: BED columns 7-8 are the first row and the row count */
+                const char *line = bed;
+                int64_t blocks = 0;
+                while (*line) {
+                    long long r0, nr;
+                    const char *tab = line;
+                    for (int f = 0; f < 6; f++) tab = strchr(tab, '\t') + 1;
+                    assert_int_equal(sscanf(tab, "%lld\t%lld", &r0, &nr), 2);
+                    assert_true(blocks < prow);
+                    for (int c = 0; c < ncol; c++) {
+                        double mu = 0;
+                        for (long long r = r0; r < r0 + nr; r++) mu += per[r * ncol + c];
+                        mu /= (double)nr;
+                        assert_true(fabs(mu - pm[blocks * ncol + c]) <= 2e-6 * (1 + fabs(mu)));
+                    }
+                    blocks++;
+                    line = strchr(line, '\n') + 1;
+                }
+                assert_int_equal(blocks, prow);
+                free(pm);
+            }
+            free(per);
+        }
+        md_model_free(m);
+    }
+    for (int i = 0; i < 4; i++) free_seq(&recs[i]);
+    be->destroy(be);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -343,6 +556,8 @@ int main(void)
         cmocka_unit_test(test_checks),
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_planted_link),
+        cmocka_unit_test(test_forward_outputs),
+        cmocka_unit_test(test_pool_windows),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];

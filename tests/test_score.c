@@ -3,7 +3,9 @@
  * MNV sums, EMBDIST with the indel window rule, causal Mamba log-likelihood differences, contig
  * ends (clipping and N padding), a contig shorter than the window, strand symmetry (the reverse-
  * complemented reference with complemented alleles gives the same values), unscorable ALTs and
- * their reasons, REF checks, and a VCF run whose values do not depend on the batch size.
+ * their reasons, REF checks, and a VCF run whose values do not depend on the batch size; the same
+ * hand values with position chunks shorter than a window (pooled windows, probe rows and causal
+ * windows' rows crossing chunk edges).
  * Reference: a 2 kb slice of the chr20 fixture ("f"), its reverse complement ("r") and a 150 bp
  * contig ("s"), written to a temporary FASTA. Models: the conformance checkpoints (Ph, PS) and a
  * small random causal Mamba. */
@@ -578,6 +580,57 @@ static void test_embdist_by_hand(void **st)
     }
 }
 
+static md_model_t *random_mamba(void);
+
+/* The scorer runs only the rows it needs (probe rows, causal windows) and pools the EMBDIST
+ * windows on the backend: with position chunks of 53 rows (windows of 80 and 90 cross them, a
+ * batch holds several windows), values still equal the hand values of the same chunking. */
+static void test_chunked_outputs(void **st)
+{
+    (void)st;
+    const int64_t chunk = g_be->chunk;
+    g_be->chunk = 53;
+    const char *dirs[2] = { PH, PS };
+    int64_t ps[3] = { 5, 777, 1500 };
+    for (int mi = 0; mi < 2; mi++) {
+        md_model_t *m = load(dirs[mi]);
+        for (int mode = 0; mode < 2; mode++) {
+            sc_t *s = scorer(m, 80, mode ? SC_UNMASKED : SC_MASKED, SC_RC_AVERAGE, 0);
+            for (int i = 0; i < 3; i++) {
+                char ref[2] = { g_f[ps[i]], 0 }, alt[2] = { alt_of(g_f[ps[i]]), 0 };
+                double pr, pa;
+                double want = hand_llr(m, "f", ps[i], ref, alt, 80, 0, !mode, 2, &pr, &pa);
+                double wemb = hand_embdist(m, "f", ps[i], ref, alt, 80, 0, 2);
+                sc_value_t v = score1(s, "f", ps[i], ref, alt);
+                NEAR(v.llr, want, 1e-4);
+                NEAR(v.pref, pr, 1e-5);
+                NEAR(v.embdist, wemb, 1e-6 + 1e-4 * wemb);
+                assert_true(v.embdist > 0);
+            }
+            sc_destroy(s);
+        }
+        md_model_free(m);
+    }
+    md_model_t *m = random_mamba();
+    sc_t *s = scorer(m, 90, SC_MASKED, SC_RC_AVERAGE, 0);
+    for (int i = 0; i < 3; i++) {
+        char ref[2] = { g_f[ps[i]], 0 }, alt[2] = { alt_of(g_f[ps[i]]), 0 };
+        double want = 0;
+        for (int k = 0; k < 2; k++) {
+            char *wr = hand_window("f", ps[i], ref, NULL, 90, 0, k), *wa = hand_window("f", ps[i], ref, alt, 90, 0, k);
+            want += (hand_ll(m, wa) - hand_ll(m, wr)) / 2;
+            free(wr);
+            free(wa);
+        }
+        sc_value_t v = score1(s, "f", ps[i], ref, alt);
+        NEAR(v.llr, want, 1e-3);
+        assert_true(fabs(v.llr) > 1e-4);
+    }
+    sc_destroy(s);
+    md_model_free(m);
+    g_be->chunk = chunk;
+}
+
 static md_model_t *random_mamba(void)
 {
     md_config_t c;
@@ -864,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_masked_unmasked_trivial),
         cmocka_unit_test(test_reasons_and_checks),
         cmocka_unit_test(test_vcf_batches),
+        cmocka_unit_test(test_chunked_outputs),
     };
     return cmocka_run_group_tests_name("score", tests, setup, teardown);
 }

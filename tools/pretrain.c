@@ -1,13 +1,22 @@
 /* pretrain.c: `mamba-dna pretrain -o OUTDIR IN...`: options -> md_trainer_opts_t -> check ->
- * md_trainer_run (lib/trainer.c) with a progress printer on stderr. */
+ * md_trainer_run (lib/trainer.c) with a progress printer on stderr. --gpus N (or --nccl) forks
+ * one process per GPU before any CUDA call: rank 0 makes the NCCL group id and writes it into a
+ * pipe that the other ranks read; this process waits on the ranks, and when one fails it names
+ * it and stops the others (SIGTERM, then SIGKILL), so a failure never leaves ranks hanging. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli.h"
+#include "dist.h"
 #include "md.h"
 #include "train.h"
 
@@ -15,7 +24,8 @@ enum {
     OPT_VARIANT = CLI_OPT_FIRST_CMD, OPT_D_MODEL, OPT_N_LAYER, OPT_D_STATE, OPT_EXPAND, OPT_SEQ_LEN, OPT_BATCH,
     OPT_STEPS, OPT_LR, OPT_LR_MIN, OPT_WARMUP, OPT_WD, OPT_CLIP, OPT_ACCUM, OPT_SEED, OPT_HOLDOUT, OPT_TRAIN_REG,
     OPT_VAL_REG, OPT_VAL_EVERY, OPT_VAL_WINDOWS, OPT_SAVE_EVERY, OPT_RESUME, OPT_INIT_FROM, OPT_MASK_PROB,
-    OPT_SOFT_W, OPT_RC_AUG, OPT_STOP_AFTER, OPT_SCAN_CHUNK, OPT_RECOMPUTE, OPT_NO_PROGRESS, OPT_DEBUG_NAN
+    OPT_SOFT_W, OPT_RC_AUG, OPT_STOP_AFTER, OPT_SCAN_CHUNK, OPT_RECOMPUTE, OPT_NO_PROGRESS, OPT_DEBUG_NAN,
+    OPT_GPUS, OPT_NCCL
 };
 
 static const char *const variant_names[] = { "ph", "ps", "mamba" };
@@ -71,6 +81,10 @@ static void usage(FILE *fp, const md_trainer_opts_t *o, const cli_common_t *c)
     fprintf(fp, "Device and output:\n");
     fprintf(fp, "  -o, --output DIR      output folder (created) [required]\n");
     fprintf(fp, "  -d, --device STR      cpu, cuda or auto (auto: CUDA when it can train, else CPU) [%s]\n", c->device);
+    fprintf(fp, "      --gpus INT        data-parallel training on GPUs 0..INT-1, one process each, gradients\n"
+                "                          summed with NCCL (libnccl.so.2, or $MD_NCCL_LIB); --batch and\n"
+                "                          --grad-accum are per GPU; --resume needs the same INT [1]\n");
+    fprintf(fp, "      --nccl            with --gpus 1: still go through NCCL (a check of that path)\n");
     fprintf(fp, "  -t, --threads INT     compute threads [%d]\n", c->threads);
     fprintf(fp, "      --precision STR   fp32 or bf16 activations (bf16: GPU only) [backend default]\n");
     fprintf(fp, "  -v, --verbose         log more; print the run summary\n");
@@ -129,6 +143,192 @@ static void on_progress(void *ud, const md_trainer_progress_t *p)
     }
 }
 
+static int exit_code(int trainer_ret)
+{
+    if (trainer_ret == -3 || trainer_ret == -4) return CLI_EINTERNAL;
+    return trainer_ret < 0 ? CLI_EDATA : 0;
+}
+
+/* The CUDA device of each rank: $MD_DIST_DEVICES ("0,0" puts two ranks on GPU 0, to see what
+ * NCCL says) or rank r on device r. */
+static int rank_devices(int n, int *dev, const char *cmd)
+{
+    const char *e = getenv("MD_DIST_DEVICES");
+    for (int r = 0; r < n; r++) dev[r] = r;
+    if (!e || !*e) return 0;
+    const char *p = e;
+    for (int r = 0; r < n; r++) {
+        char *end;
+        long d = strtol(p, &end, 10);
+        if (end == p || d < 0 || d > 1024 || (*end != ',' && *end) || (r < n - 1 && *end != ',') || (r == n - 1 && *end)) {
+            cli_usage_error(cmd, "MD_DIST_DEVICES='%s': give %d device numbers separated by commas", e, n);
+            return -1;
+        }
+        dev[r] = (int)d;
+        p = end + 1;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* One rank, in its own process (after fork, before any CUDA call): an exit code. */
+static int rank_main(md_trainer_opts_t *o, int rank, int nranks, int dev, const int idpipe[2], pid_t launcher,
+                     prog_t *prog)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);   /* the launcher gone: stop */
+    if (getppid() != launcher) return CLI_EINTERNAL;
+    char dv[16];
+    snprintf(dv, sizeof dv, "%d", dev);
+    setenv("MD_CUDA_DEVICE", dv, 1);
+    if (rank > 0) {   /* one report per run: the other ranks only log errors */
+        md_log_level = MD_LOG_ERROR;
+        prog->enabled = 0;
+    }
+    unsigned char id[MD_NCCL_ID_BYTES];
+    if (rank == 0) {
+        close(idpipe[0]);
+        int ok = 1;
+#ifdef MD_WITH_CUDA
+        int ndev = md_cuda_device_count();
+        if (ndev <= dev) {
+            md_error("--gpus %d: rank 0 would use CUDA device %d but this machine has %d", nranks, dev, ndev);
+            ok = 0;
+        }
+#endif
+        if (ok && md_nccl_unique_id(id) < 0) ok = 0;
+        for (int r = 1; ok && r < nranks; r++)
+            if (write_full(idpipe[1], id, sizeof id) < 0) {
+                md_error("rank 0: cannot hand the NCCL group id to the other ranks: %s", strerror(errno));
+                ok = 0;
+            }
+        close(idpipe[1]);
+        if (!ok) return CLI_EINTERNAL;
+    } else {
+        close(idpipe[1]);
+        int got = read_full(idpipe[0], id, sizeof id);
+        close(idpipe[0]);
+        if (got < 0) {
+            md_error("rank %d: no NCCL group id from rank 0 (it stopped before sending one)", rank);
+            return CLI_EINTERNAL;
+        }
+    }
+    o->nccl_id = id;
+    o->rank = rank;
+    o->nranks = nranks;
+    return exit_code(md_trainer_run(o, on_progress, prog));
+}
+
+/* Launches nranks rank processes and waits for them: 0 when all succeeded. When one fails, the
+ * others get 1 s to fail by themselves (e.g. after rank 0 sent no id) and are then stopped;
+ * every rank that failed by itself is named, and the exit code is that of the lowest such rank
+ * (3 when it died of a signal). */
+static int run_ranks(md_trainer_opts_t *o, int nranks, prog_t *prog, const char *cmd)
+{
+    int dev[64], idpipe[2];
+    pid_t pid[64];
+    if (rank_devices(nranks, dev, cmd) < 0) return CLI_EUSAGE;
+    if (pipe(idpipe) < 0) {
+        fprintf(stderr, "[E::%s] cannot make a pipe for the NCCL group id: %s\n", cmd, strerror(errno));
+        return CLI_EINTERNAL;
+    }
+    const pid_t launcher = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    int started = 0, ret = 0;
+    for (; started < nranks; started++) {
+        pid_t p = fork();
+        if (p == 0) {
+            int code = rank_main(o, started, nranks, dev[started], idpipe, launcher, prog);
+            fflush(NULL);
+            _exit(code);
+        }
+        if (p < 0) {
+            fprintf(stderr, "[E::%s] cannot start rank %d: %s\n", cmd, started, strerror(errno));
+            ret = CLI_EINTERNAL;
+            break;
+        }
+        pid[started] = p;
+    }
+    close(idpipe[0]);
+    close(idpipe[1]);
+    /* status of each rank: -1 running, else its wait status; stopped[r]: we sent it SIGTERM */
+    int status[64], stopped[64] = { 0 }, running = started, failing = ret != 0;
+    for (int r = 0; r < started; r++) status[r] = -1;
+    double term_at = failing ? md_realtime() : 0, kill_at = term_at + 10;
+    while (running > 0) {
+        int st;
+        pid_t p = waitpid(-1, &st, failing ? WNOHANG : 0);
+        if (p < 0 && errno == EINTR) continue;
+        if (p < 0) break;
+        if (p == 0) {   /* a rank failed: the others get 1 s to fail by themselves, then SIGTERM, then SIGKILL */
+            double now = md_realtime();
+            for (int r = 0; r < started; r++) {
+                if (status[r] != -1) continue;
+                if (now > kill_at) kill(pid[r], SIGKILL);
+                else if (now > term_at && !stopped[r]) { kill(pid[r], SIGTERM); stopped[r] = 1; }
+            }
+            const struct timespec nap = { 0, 20000000 };
+            nanosleep(&nap, NULL);
+            continue;
+        }
+        int r = 0;
+        while (r < started && pid[r] != p) r++;
+        if (r == started) continue;   /* not a rank */
+        status[r] = st;
+        running--;
+        if (!failing && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            failing = 1;
+            term_at = md_realtime() + 1;
+            kill_at = term_at + 10;
+        }
+    }
+    /* every rank that failed by itself, in rank order; the exit code of the first */
+    int nstopped = 0;
+    for (int r = 0; r < started; r++) {
+        int st = status[r];
+        if (st == -1 || (WIFEXITED(st) && WEXITSTATUS(st) == 0)) continue;
+        if (stopped[r]) { nstopped++; continue; }
+        char how[96];
+        int code = CLI_EINTERNAL;
+        if (WIFEXITED(st)) {
+            snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(st));
+            if (WEXITSTATUS(st) <= 3) code = WEXITSTATUS(st);
+        } else {
+            snprintf(how, sizeof how, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+        }
+        fprintf(stderr, "[E::%s] rank %d of %d (CUDA device %d, pid %ld) %s\n", cmd, r, nranks, dev[r], (long)pid[r], how);
+        if (ret == 0) ret = code;
+    }
+    if (nstopped) fprintf(stderr, "[E::%s] stopped the %d other rank%s\n", cmd, nstopped, nstopped > 1 ? "s" : "");
+    if (failing && ret == 0) ret = CLI_EINTERNAL;
+    return ret;
+}
+
 int main_pretrain(int argc, char *argv[], const cli_run_t *run)
 {
     (void)run;
@@ -166,6 +366,8 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
         { "recompute-scan", no_argument, 0, OPT_RECOMPUTE },
         { "no-progress", no_argument, 0, OPT_NO_PROGRESS },
         { "debug-nan-at", required_argument, 0, OPT_DEBUG_NAN },
+        { "gpus", required_argument, 0, OPT_GPUS },
+        { "nccl", no_argument, 0, OPT_NCCL },
         { 0, 0, 0, 0 },
     };
     md_trainer_opts_t o;
@@ -176,7 +378,7 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
     prog_t prog = { .enabled = 1, .tty = isatty(2), .width = 0, .last = 0 };
     const char **holdout = calloc(argc + 1, sizeof *holdout);
     if (!holdout) return CLI_EINTERNAL;
-    int ret = CLI_EUSAGE, c;
+    int ret = CLI_EUSAGE, c, gpus = 1, use_nccl = 0, device_given = 0;
     long v;
     int64_t v64;
     double dv;
@@ -186,6 +388,7 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
         if (c == 'm') { cli_usage_error(cmd, "-m/--model: give the model to start from with --init-from"); goto done; }
         int r = cli_common_opt(&com, cmd, c, optarg);
         if (r < 0) goto done;
+        if (c == 'd') device_given = 1;
         if (r > 0) continue;
         switch (c) {
         case 'h':
@@ -235,6 +438,8 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
         case OPT_SCAN_CHUNK: if (cli_parse_long(cmd, "--scan-chunk", optarg, 1, 1 << 20, &v) < 0) goto done; o.scan_chunk = (int)v; break;
         case OPT_RECOMPUTE: o.recompute_scan = 1; break;
         case OPT_NO_PROGRESS: prog.enabled = 0; break;
+        case OPT_GPUS: if (cli_parse_long(cmd, "--gpus", optarg, 1, 64, &v) < 0) goto done; gpus = (int)v; break;
+        case OPT_NCCL: use_nccl = 1; break;
         case OPT_DEBUG_NAN: if (cli_parse_size(cmd, "--debug-nan-at", optarg, 1, INT64_MAX, &v64) < 0) goto done; o.inject_nan_at = v64; break;
         default:
             ret = cli_getopt_error(cmd, c, argc, argv);
@@ -251,6 +456,19 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
     if (!o.outdir) { cli_usage_error(cmd, "no output folder; give -o OUTDIR"); goto done; }
     if (!strcmp(o.outdir, "-")) { cli_usage_error(cmd, "-o: give a folder, not standard output"); goto done; }
     if (o.n_inputs == 0) { cli_usage_error(cmd, "no input; give FASTA/FASTQ/SAM/BAM/CRAM files"); goto done; }
+    if (gpus > 1 || use_nccl) {
+        if (device_given && strcmp(o.device, "cuda") && strcmp(o.device, "gpu")) {
+            cli_usage_error(cmd, "--gpus %d%s trains on GPUs: give -d cuda (or leave -d out), not -d %s", gpus,
+                            use_nccl ? " --nccl" : "", o.device);
+            goto done;
+        }
+#ifndef MD_WITH_CUDA
+        cli_usage_error(cmd, "--gpus %d%s: built without CUDA (rebuild with nvcc available, CUDA=1)", gpus,
+                        use_nccl ? " --nccl" : "");
+        goto done;
+#endif
+        o.device = "cuda";
+    }
     if (md_trainer_opts_check(&o) < 0) goto done;   /* logged: a usage error */
     for (int i = 0; i < o.n_inputs; i++)
         if (strcmp(o.inputs[i], "-") && access(o.inputs[i], R_OK) != 0) {
@@ -258,13 +476,9 @@ int main_pretrain(int argc, char *argv[], const cli_run_t *run)
             ret = CLI_EDATA;
             goto done;
         }
-    int r = md_trainer_run(&o, on_progress, &prog);
-    if (r == -3) ret = CLI_EINTERNAL;
-    else if (r < 0) ret = CLI_EDATA;
-    else {
-        ret = 0;
-        if (com.verbose) fprintf(stderr, "[M::%s] model written to %s\n", cmd, o.outdir);
-    }
+    if (gpus > 1 || use_nccl) ret = run_ranks(&o, gpus, &prog, cmd);
+    else ret = exit_code(md_trainer_run(&o, on_progress, &prog));
+    if (ret == 0 && com.verbose) fprintf(stderr, "[M::%s] model written to %s\n", cmd, o.outdir);
 done:
     free(holdout);
     return ret;

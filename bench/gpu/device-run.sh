@@ -3,7 +3,9 @@
 # environment check, GPU parity tests, per-op profile (scan variants), whole-model throughput
 # (bf16, fp32, chunk and GEMM variants). Full logs go to $OUT (the device tool brings them back);
 # a short table is printed last. Steps share one deadline (DEADLINE, default 540 s).
-#   bench/gpu/device-run.sh [parity] [ops] [model] [fp32] [train]   (default: all but train)
+#   bench/gpu/device-run.sh [parity] [ops] [model] [fp32] [train] [pool]   (default: parity ops model fp32)
+# pool: tests/gpu_pool (pool_sum, gather_rows, pinned buffers, pooled/selected forward outputs)
+# with MD_POOL_BENCH=1 (pool_sum against downloading the same rows).
 # train: GPU training throughput of `mamba-dna pretrain -d cuda` (needs data/hg37/20.fa.gz carried)
 # and tests/gpu_train_parity (the CUDA training ops and whole steps against the CPU).
 set -u
@@ -64,6 +66,14 @@ if has tscan; then  # the training scan alone: parity (quick) and its per-layer 
     echo "== gpu_train_scan rc=$rc_tscan in $(( $(date +%s) - t0 )) s"
     grep -E '^FAIL|FAILED|PASSED' "$OUT/tscan.log" | head -10
     MD_TSCAN_BENCH=1 MD_PARITY_ONLY=test_bench T 40 .gpu/bin/gpu_train_scan 2>&1 | grep -i bench | tee "$OUT/tscan_bench.txt"
+fi
+if has pool; then  # output reduction ops (kernels/pool.cu) and the forward's pooled/selected outputs
+    t0=$(date +%s)
+    MD_POOL_BENCH=1 T ${POOL_TIMEOUT:-60} .gpu/bin/gpu_pool > "$OUT/pool.log" 2>&1
+    rc_pool=$?
+    echo "== gpu_pool rc=$rc_pool in $(( $(date +%s) - t0 )) s"
+    grep -E '^FAIL|FAILED|PASSED|^bench' "$OUT/pool.log" | head -12
+    sed -n '/== pool summary/,$p' "$OUT/pool.log"
 fi
 if has train; then
     t0=$(date +%s)

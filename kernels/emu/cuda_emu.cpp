@@ -49,6 +49,17 @@ float shfl_xor(float v, int o)
     return r;
 }
 
+/* lanes below d keep their own value (width 32) */
+float shfl_up(float v, unsigned d)
+{
+    const int t = (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+    xch[t] = v;
+    yield_barrier();
+    float r = (unsigned)(t & 31) >= d ? xch[t - (int)d] : v;
+    yield_barrier();
+    return r;
+}
+
 void launch(dim3 grid, dim3 block, const std::function<void()> &fn)
 {
     const int nt = (int)(block.x * block.y * block.z);

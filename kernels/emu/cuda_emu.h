@@ -39,11 +39,13 @@ namespace md_emu {
 void launch(dim3 grid, dim3 block, const std::function<void()> &body);
 void yield_barrier();
 float shfl_xor(float v, int o);
+float shfl_up(float v, unsigned d);
 } // namespace md_emu
 
 inline void __syncthreads() { md_emu::yield_barrier(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; md_emu::yield_barrier(); }
 inline float __shfl_xor_sync(unsigned mask, float v, int o) { (void)mask; return md_emu::shfl_xor(v, o); }
+inline float __shfl_up_sync(unsigned mask, float v, unsigned d) { (void)mask; return md_emu::shfl_up(v, d); }
 template <typename T> inline T __ldg(const T *p) { return *p; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }

@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int32_t ids[16];
         for (int i = 0; i < 16; ++i) ids[i] = 7 + (i * 5 + 3) % 5; /* A C G T N */
         int64_t off[3] = { 0, 11, 16 };
-        md_forward_opts_t fo = { -1, 1 };
+        md_forward_opts_t fo = { .layer = -1, .want_logits = 1 };
         emit_t e = { 0, width, c->vocab_size, 0 };
         int r = md_model_forward(m, ids, 16, off, 2, &fo, on_rows, &e);
         FUZZ_CHECK(r == 0 && !e.bad && e.rows == 16);
