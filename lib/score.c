@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <htslib/bgzf.h>
@@ -1152,6 +1153,10 @@ sc_tsv_t *sc_tsv_open(const char *path, const sc_t *s, const char *cmdline)
         t->tmp = NULL;
         goto fail;
     }
+    /* mkstemp makes the file 0600; the finished table gets the usual 0666 & ~umask */
+    mode_t um = umask(0);
+    umask(um);
+    if (fchmod(fd, 0666 & ~um) < 0) md_warn("%s: cannot set the file mode: %s", path, strerror(errno));
     close(fd);
     ksprintf(&ks, "%s.tbi", t->tmp);
     t->tmp_idx = ks.s;

@@ -57,6 +57,9 @@ has "$T/err" "[M::score] $NREC records"
 has "$T/err" "symbolic allele"
 has "$T/err" "breakend"
 [ -s "$T/out.tsv.gz.tbi" ] || fail "no tabix index for the table"
+# the table gets the same permissions as the VCF (0666 & ~umask), not mkstemp's 0600
+[ "$(stat -c %a "$T/out.tsv.gz")" = "$(stat -c %a "$T/out.vcf.gz")" ] ||
+    fail "table mode $(stat -c %a "$T/out.tsv.gz") differs from the VCF's $(stat -c %a "$T/out.vcf.gz")"
 run 0 bcftools view -H "$T/out.vcf.gz"
 lines "$T/out" "$NREC"
 run 0 $S "$T/in.vcf.gz" -O b -o "$T/out.bcf" --write-index
