@@ -69,7 +69,7 @@ typedef struct {
     size_t scan_buf_size;
     int scan_nseg;                 /* target segments per scan call (MD_CUDA_SCAN_NSEG) */
     int scan_poly;                 /* sixteenths of the exp2s on the FMA pipe (MD_CUDA_SCAN_POLY) */
-    int scan_v1;                   /* 1: the 3-pass v1 scan for every shape (MD_CUDA_SCAN=v1) */
+    int scan_version;              /* 1 (v1), 2 (v2) or 4 (v1a: v1 with cp.async input tiles); MD_CUDA_SCAN */
     /* host staging for act conversions */
     void *host_buf;
     size_t host_buf_size;

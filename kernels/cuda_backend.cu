@@ -403,12 +403,15 @@ md_backend_t *md_backend_cuda_open(const char *precision, int n_threads)
     else if (e && strcmp(e, "sgemm")) md_warn("MD_CUDA_FP32_GEMM=%s unknown (sgemm, bf16x9, tf32); using sgemm", e);
     e = getenv("MD_CUDA_SCAN_POLY");
     c->scan_poly = e ? atoi(e) : 0;
-    /* scan kernel: "v1" (3-pass segmented) or "v2" (exp2 once per update, d_state 16).
-     * v1 by default: on the H100, v2 measured slower (33.3 vs 24.1 ms per layer at 1 M, bf16;
-     * kernels/NOTES.md); v2 stays selectable for the work on it */
+    /* scan kernel: "v1a" (the default for d_state 16: v1 with its inputs staged in shared memory
+     * by cp.async; 16.3 ms per layer at 1 M on the H100), "v1" (3-pass segmented, inputs loaded
+     * per position; 24.2 ms; all other shapes) or "v2" (exp2 once per update; 33.3 ms); measured
+     * in kernels/NOTES.md */
     e = getenv("MD_CUDA_SCAN");
-    c->scan_v1 = !(e && !strcmp(e, "v2"));
-    if (e && strcmp(e, "v1") && strcmp(e, "v2")) md_warn("MD_CUDA_SCAN=%s unknown (v1, v2); using v1", e);
+    c->scan_version = 4;
+    if (e && !strcmp(e, "v2")) c->scan_version = 2;
+    else if (e && !strcmp(e, "v1")) c->scan_version = 1;
+    else if (e && strcmp(e, "v1a")) md_warn("MD_CUDA_SCAN=%s unknown (v1a, v1, v2); using v1a", e);
     if (ctx_init(c) < 0) {
         cu_destroy(be);
         return NULL;

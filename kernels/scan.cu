@@ -1,9 +1,11 @@
 /* scan.cu: the Mamba-1 selective scan (the scan contract of backend.h), both directions of a
  * BiMamba layer in one call, fp32 state, packed-sequence resets, h0 in / h_last out.
  *
- * Two kernels. v2 (the "v2" section below; default for d_state 16 with 16-byte aligned B/C rows)
- * walks each channel group through the whole call and evaluates exp2 once per state update.
- * v1 (all other shapes, or MD_CUDA_SCAN=v1 to compare) is described here.
+ * Three kernels (MD_CUDA_SCAN picks one for comparisons). v1a (the default for d_state 16) is v1
+ * below with its per-position inputs staged in shared memory by cp.async a tile ahead (section
+ * "v1 with asynchronous input tiles"); v1 (all other shapes) loads them per position; v2 (the
+ * "v2" section, measured slower) walks each channel group through the whole call and evaluates
+ * exp2 once per state update.
  *
  * v1 algorithm (segment-parallel, three launches). Positions are cut into nseg segments of seglen;
  * a thread owns one channel (lanes = consecutive channels, so every load of x/dt/z/y is a
@@ -309,6 +311,322 @@ static int launch(cuda_ctx_t *cx, ScanP &p)
     MD_LAUNCH(k3, dim3(gx, (unsigned)p.nseg), SCAN_CT, cx->stream, p);
     LAUNCH_CHECK(cx);
     return 0;
+}
+
+/* --- v1 with asynchronous input tiles (MD_CUDA_SCAN=v1a) -------------------------------------
+ * The same three passes as v1, but the per-position inputs (x and dt; z and the y added to in
+ * pass 3) of a tile of A1_TP<T> positions x SCAN_CT channels are copied into shared memory with
+ * cp.async, one tile ahead (two buffers), instead of being loaded per position into registers:
+ * Nsight Compute showed v1 stalled on those global loads (long scoreboard ~half of the samples)
+ * at 27-40 % occupancy, and prefetching into registers cost occupancy. B/C (and the reset
+ * flags) of the next tile come in registers (4 values per thread). Used when every row piece is
+ * 16-byte aligned (leading dimensions and bases); otherwise the tiles are filled by plain loads. */
+template <typename T>
+struct A1 {
+    static constexpr int TP = sizeof(T) == 2 ? 16 : 8;           /* positions per tile */
+    static constexpr int EV = 16 / (int)sizeof(T);                /* elements per 16-B chunk */
+    static constexpr int CPR = SCAN_CT / EV;                      /* chunks per row piece */
+};
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *g, int bytes)
+{
+#ifdef MD_CUDA_EMU
+    memset(smem, 0, 16);
+    if (bytes > 0) memcpy(smem, g, (size_t)bytes);
+#else
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(bytes));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit()
+{
+#ifndef MD_CUDA_EMU
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+__device__ __forceinline__ void cp_async_wait1()
+{
+#ifndef MD_CUDA_EMU
+    asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
+/* Input tile: NT tensors (x, dt[, z, y]) of scan indices [k0, k0+TP) of segment [t0, t1) into
+ * buf[tensor][row][channel]; rows past the segment and channels past Di are zero. */
+template <typename T, int NT, bool ASYNC>
+__device__ __forceinline__ void a1_fill(const ScanP &p, const ScanDirP &d, int64_t t0, int64_t t1, int64_t k0,
+                                        const T *const src[4], const int64_t ld[4], T (*buf)[A1<T>::TP][SCAN_CT])
+{
+    typedef A1<T> S;
+    const int64_t len = t1 - t0;
+    const int c0 = blockIdx.x * SCAN_CT;
+    if (ASYNC) {
+        for (int q = threadIdx.x; q < NT * S::TP * S::CPR; q += SCAN_CT) {
+            const int ten = q / (S::TP * S::CPR), rem = q % (S::TP * S::CPR), row = rem / S::CPR, piece = rem % S::CPR;
+            const int cc = c0 + piece * S::EV;
+            int bytes = 0;
+            const T *g = src[ten];
+            if (k0 + row < len && cc < p.Di) {
+                const int64_t t = d.reverse ? t1 - 1 - (k0 + row) : t0 + k0 + row;
+                g = src[ten] + t * ld[ten] + cc;
+                bytes = (p.Di - cc < S::EV ? p.Di - cc : S::EV) * (int)sizeof(T);
+            }
+            cp_async16(&buf[ten][row][piece * S::EV], g, bytes);
+        }
+    } else {
+        const int c = c0 + threadIdx.x;
+        for (int ten = 0; ten < NT; ten++)
+            for (int row = 0; row < S::TP; row++) {
+                T v;
+                memset(&v, 0, sizeof v);
+                if (k0 + row < len && c < p.Di) {
+                    const int64_t t = d.reverse ? t1 - 1 - (k0 + row) : t0 + k0 + row;
+                    v = src[ten][t * ld[ten] + c];
+                }
+                buf[ten][row][threadIdx.x] = v;
+            }
+    }
+}
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+
+/* B (and C) rows and reset flags of a TP-position tile, one tile ahead in registers. */
+template <int NS, int TP>
+struct TileA1 {
+    static constexpr int E = (TP * NS + SCAN_CT - 1) / SCAN_CT;
+    float b[E], c[E];
+    uint8_t r;
+};
+
+template <typename T, int NS, bool WITH_C, int TP>
+__device__ __forceinline__ void a1_tile_load(const ScanP &p, const ScanDirP &d, int64_t t0, int64_t t1, int64_t k0,
+                                             TileA1<NS, TP> &f)
+{
+    const T *B = (const T *)d.B, *C = (const T *)d.C;
+    const int64_t len = t1 - t0;
+#pragma unroll
+    for (int e = 0; e < TileA1<NS, TP>::E; e++) {
+        const int i = threadIdx.x + e * SCAN_CT, k = i / NS, q = i % NS;
+        float vb = 0.0f, vc = 0.0f;
+        if (i < TP * NS && k0 + k < len && q < p.N) {
+            const int64_t t = d.reverse ? t1 - 1 - (k0 + k) : t0 + k0 + k;
+            vb = ld_act(B + t * d.ldbc + q);
+            if (WITH_C) vc = ld_act(C + t * d.ldbc + q);
+        }
+        f.b[e] = vb;
+        f.c[e] = vc;
+    }
+    f.r = 0;
+    const int k = threadIdx.x;
+    if (k < TP && k0 + k < len && p.ss) {
+        const int64_t t = d.reverse ? t1 - 1 - (k0 + k) : t0 + k0 + k;
+        f.r = __ldg(p.ss + (d.reverse ? t + 1 : t));
+    }
+}
+
+template <int NS, bool WITH_C, int TP>
+__device__ __forceinline__ void a1_tile_store(const TileA1<NS, TP> &f, float (*sB)[NS], float (*sC)[NS], uint8_t *sR)
+{
+#pragma unroll
+    for (int e = 0; e < TileA1<NS, TP>::E; e++) {
+        const int i = threadIdx.x + e * SCAN_CT;
+        if (i < TP * NS) {
+            sB[i / NS][i % NS] = f.b[e];
+            if (WITH_C) sC[i / NS][i % NS] = f.c[e];
+        }
+    }
+    if (threadIdx.x < TP) sR[threadIdx.x] = f.r;
+}
+
+template <typename T, int NS, bool FAST, bool ASYNC>
+__global__ void __launch_bounds__(SCAN_CT) scan_a1_pass1(ScanP p)
+{
+    typedef A1<T> S;
+    constexpr int TP = S::TP;
+    __shared__ __align__(16) T sIn[2][2][TP][SCAN_CT];
+    __shared__ __align__(16) float sB[TP][NS];
+    __shared__ uint8_t sR[TP];
+    const int dir = blockIdx.z;
+    const ScanDirP &d = dir_of(p, dir);
+    const int c = blockIdx.x * SCAN_CT + threadIdx.x;
+    const bool act = c < p.Di;
+    const int64_t s = blockIdx.y, t0 = s * p.seglen, t1 = t0 + p.seglen < p.n ? t0 + p.seglen : p.n;
+    const int64_t len = t1 - t0;
+    const T *const src[4] = { (const T *)d.x, (const T *)d.dt, NULL, NULL };
+    const int64_t ld[4] = { d.ldx, d.lddt, 0, 0 };
+    float A2[NS], h[NS];
+#pragma unroll
+    for (int q = 0; q < NS; q++) {
+        A2[q] = (act && q < p.N) ? __ldg(d.A + (int64_t)c * p.N + q) * LOG2E : 0.0f;
+        h[q] = 0.0f;
+    }
+    const float bias = (act && d.dt_bias) ? __ldg(d.dt_bias + c) : 0.0f;
+    float sumd = 0.0f;
+    bool dead = false;
+    a1_fill<T, 2, ASYNC>(p, d, t0, t1, 0, src, ld, sIn[0]);
+    cp_async_commit();
+    TileA1<NS, TP> pre;
+    a1_tile_load<T, NS, false, TP>(p, d, t0, t1, 0, pre);
+    for (int64_t k0 = 0, i = 0; k0 < len; k0 += TP, i++) {
+        const int cnt = len - k0 < TP ? (int)(len - k0) : TP;
+        __syncthreads();
+        a1_tile_store<NS, false, TP>(pre, sB, NULL, sR);
+        if (k0 + TP < len) {
+            a1_fill<T, 2, ASYNC>(p, d, t0, t1, k0 + TP, src, ld, sIn[(i + 1) & 1]);
+            a1_tile_load<T, NS, false, TP>(p, d, t0, t1, k0 + TP, pre);
+        }
+        cp_async_commit();
+        cp_async_wait1();
+        __syncthreads();
+        if (!act) continue;
+        const T(*in)[TP][SCAN_CT] = sIn[i & 1];
+        for (int k = 0; k < cnt; k++) {
+            const float u = to_f(in[0][k][threadIdx.x]), v = to_f(in[1][k][threadIdx.x]) + bias;
+            if (sR[k]) {
+#pragma unroll
+                for (int q = 0; q < NS; q++) h[q] = 0.0f;
+                sumd = 0.0f;
+                dead = true;
+            }
+            const float delta = softplus_f<FAST>(v), du = delta * u;
+            sumd += delta;
+#pragma unroll
+            for (int q = 0; q < NS; q++) h[q] = fmaf(fast_ex2(delta * A2[q]), h[q], du * sB[k][q]);
+        }
+    }
+    if (!act) return;
+    float *hb = p.hbuf + ((int64_t)dir * p.nseg + s) * p.N * p.Di + c;
+#pragma unroll
+    for (int q = 0; q < NS; q++)
+        if (q < p.N) hb[(int64_t)q * p.Di] = h[q];
+    p.sbuf[((int64_t)dir * p.nseg + s) * p.Di + c] = dead ? -1.0f : sumd;
+}
+
+template <typename T, int NS, bool FAST, bool ASYNC>
+__global__ void __launch_bounds__(SCAN_CT) scan_a1_pass3(ScanP p)
+{
+    typedef A1<T> S;
+    constexpr int TP = S::TP;
+    __shared__ __align__(16) T sIn[2][4][TP][SCAN_CT];
+    __shared__ __align__(16) float sB[TP][NS];
+    __shared__ __align__(16) float sC[TP][NS];
+    __shared__ uint8_t sR[TP];
+    const int c = blockIdx.x * SCAN_CT + threadIdx.x;
+    const bool act = c < p.Di;
+    const int64_t s = blockIdx.y, t0 = s * p.seglen, t1 = t0 + p.seglen < p.n ? t0 + p.seglen : p.n;
+    const int64_t len = t1 - t0;
+    T *y = (T *)p.y;
+    for (int dir = 0; dir < p.ndir; dir++) {
+        const ScanDirP &d = dir_of(p, dir);
+        const bool add = dir > 0 || p.accumulate, hz = d.z != NULL;
+        /* tensors: x, dt, then z and/or y packed after them */
+        const int nt = 2 + (hz ? 1 : 0) + (add ? 1 : 0), iz = 2, iy = hz ? 3 : 2;
+        const T *src[4] = { (const T *)d.x, (const T *)d.dt, NULL, NULL };
+        int64_t ld[4] = { d.ldx, d.lddt, 0, 0 };
+        if (hz) { src[iz] = (const T *)d.z; ld[iz] = d.ldz; }
+        if (add) { src[iy] = (const T *)p.y; ld[iy] = p.ldy; }
+        const int64_t tb = d.reverse ? t1 - 1 : t0, ts = d.reverse ? -1 : 1;
+        float A2[NS], h[NS];
+        const float *hin = p.nseg > 1 ? p.hbuf + ((int64_t)dir * p.nseg + s) * p.N * p.Di + c : NULL;
+#pragma unroll
+        for (int q = 0; q < NS; q++) {
+            const bool ok = act && q < p.N;
+            A2[q] = ok ? __ldg(d.A + (int64_t)c * p.N + q) * LOG2E : 0.0f;
+            h[q] = ok ? (hin ? hin[(int64_t)q * p.Di] : d.state[(int64_t)c * p.N + q]) : 0.0f;
+        }
+        const float bias = (act && d.dt_bias) ? __ldg(d.dt_bias + c) : 0.0f;
+        const float Dc = (act && d.D) ? __ldg(d.D + c) : 0.0f;
+        __syncthreads(); /* the previous direction's reads of sIn are done */
+        if (nt == 4) a1_fill<T, 4, ASYNC>(p, d, t0, t1, 0, src, ld, sIn[0]);
+        else if (nt == 3) a1_fill<T, 3, ASYNC>(p, d, t0, t1, 0, src, ld, sIn[0]);
+        else a1_fill<T, 2, ASYNC>(p, d, t0, t1, 0, src, ld, sIn[0]);
+        cp_async_commit();
+        TileA1<NS, TP> pre;
+        a1_tile_load<T, NS, true, TP>(p, d, t0, t1, 0, pre);
+        for (int64_t k0 = 0, i = 0; k0 < len; k0 += TP, i++) {
+            const int cnt = len - k0 < TP ? (int)(len - k0) : TP;
+            __syncthreads();
+            a1_tile_store<NS, true, TP>(pre, sB, sC, sR);
+            if (k0 + TP < len) {
+                if (nt == 4) a1_fill<T, 4, ASYNC>(p, d, t0, t1, k0 + TP, src, ld, sIn[(i + 1) & 1]);
+                else if (nt == 3) a1_fill<T, 3, ASYNC>(p, d, t0, t1, k0 + TP, src, ld, sIn[(i + 1) & 1]);
+                else a1_fill<T, 2, ASYNC>(p, d, t0, t1, k0 + TP, src, ld, sIn[(i + 1) & 1]);
+                a1_tile_load<T, NS, true, TP>(p, d, t0, t1, k0 + TP, pre);
+            }
+            cp_async_commit();
+            cp_async_wait1();
+            __syncthreads();
+            if (!act) continue;
+            const T(*in)[TP][SCAN_CT] = sIn[i & 1];
+            for (int k = 0; k < cnt; k++) {
+                const int64_t t = tb + ts * (k0 + k);
+                const float u = to_f(in[0][k][threadIdx.x]), v = to_f(in[1][k][threadIdx.x]) + bias;
+                const float zv = hz ? to_f(in[iz][k][threadIdx.x]) : 0.0f;
+                const float yo = add ? to_f(in[iy][k][threadIdx.x]) : 0.0f;
+                if (sR[k]) {
+#pragma unroll
+                    for (int q = 0; q < NS; q++) h[q] = 0.0f;
+                }
+                const float delta = softplus_f<FAST>(v), du = delta * u;
+                float yv = Dc * u;
+#pragma unroll
+                for (int q = 0; q < NS; q++) {
+                    h[q] = fmaf(fast_ex2(delta * A2[q]), h[q], du * sB[k][q]);
+                    yv = fmaf(sC[k][q], h[q], yv);
+                }
+                if (hz) yv *= silu_f<FAST>(zv);
+                st_act(y + t * p.ldy + c, add ? yo + yv : yv);
+            }
+        }
+        const bool last = d.reverse ? s == 0 : s == p.nseg - 1;
+        if (act && last) {
+#pragma unroll
+            for (int q = 0; q < NS; q++)
+                if (q < p.N) d.state[(int64_t)c * p.N + q] = h[q];
+        }
+    }
+}
+
+
+/* cp.async needs every row piece 16-byte aligned: bases and leading dimensions of x, dt, z, y */
+template <typename T>
+static bool a1_async_ok(const ScanP &p)
+{
+    const size_t e = sizeof(T);
+    bool ok = (p.ldy * e) % 16 == 0 && (uintptr_t)p.y % 16 == 0;
+    for (int k = 0; k < p.ndir; k++) {
+        const ScanDirP &d = p.d[k];
+        ok = ok && (d.ldx * e) % 16 == 0 && (uintptr_t)d.x % 16 == 0 && (d.lddt * e) % 16 == 0 &&
+             (uintptr_t)d.dt % 16 == 0 && (!d.z || ((d.ldz * e) % 16 == 0 && (uintptr_t)d.z % 16 == 0));
+    }
+    return ok;
+}
+
+template <typename T, bool ASYNC>
+static int launch_a1(cuda_ctx_t *cx, ScanP &p)
+{
+    constexpr bool FAST = sizeof(T) == 2;
+    const unsigned gx = ceil_div_u(p.Di, SCAN_CT);
+    if (p.nseg > 1) {
+        auto k1 = scan_a1_pass1<T, 16, FAST, ASYNC>;
+        MD_LAUNCH(k1, dim3(gx, (unsigned)p.nseg, p.ndir), SCAN_CT, cx->stream, p);
+        LAUNCH_CHECK(cx);
+        const int64_t nt = (int64_t)p.ndir * p.N * p.Di;
+        auto k2 = scan_carry<FAST>;
+        MD_LAUNCH(k2, ceil_div_u(nt, 128), 128, cx->stream, p);
+        LAUNCH_CHECK(cx);
+    }
+    auto k3 = scan_a1_pass3<T, 16, FAST, ASYNC>;
+    MD_LAUNCH(k3, dim3(gx, (unsigned)p.nseg), SCAN_CT, cx->stream, p);
+    LAUNCH_CHECK(cx);
+    return 0;
+}
+
+template <typename T>
+static int launch_a1_any(cuda_ctx_t *cx, ScanP &p)
+{
+    return a1_async_ok<T>(p) ? launch_a1<T, true>(cx, p) : launch_a1<T, false>(cx, p);
 }
 
 /* --- v2: exp2 once per state update (d_state 16) ---------------------------------------------
@@ -628,7 +946,7 @@ int md_cuda_scan(md_backend_t *be, int64_t n, int Di, int N, int ndir, const md_
     p.ldy = ldy;
     p.accumulate = accumulate != 0;
     p.ss = seq_start;
-    if (!cx->scan_v1 && (cx->bf16 ? v2_fits<bf16>(p) : v2_fits<float>(p)))
+    if (cx->scan_version == 2 && (cx->bf16 ? v2_fits<bf16>(p) : v2_fits<float>(p)))
         return cx->bf16 ? launch_v2<bf16>(cx, p) : launch_v2<float>(cx, p);
     /* Segments: enough (channel, segment) threads for ~2 waves of the device, at least SCAN_TT
      * positions each, whole tiles. */
@@ -655,5 +973,7 @@ int md_cuda_scan(md_backend_t *be, int64_t n, int Di, int N, int ndir, const md_
         p.hbuf = cx->scan_buf;
         p.sbuf = cx->scan_buf + (size_t)ndir * p.nseg * N * Di;
     }
+    if (cx->scan_version == 4 && N == 16 && !cx->scan_poly)
+        return cx->bf16 ? launch_a1_any<bf16>(cx, p) : launch_a1_any<float>(cx, p);
     return cx->bf16 ? launch_ns<bf16>(cx, p) : launch_ns<float>(cx, p);
 }
